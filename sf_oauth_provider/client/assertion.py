@@ -1,0 +1,154 @@
+"""RS256 JWT bearer assertions and private key loading."""
+
+from __future__ import annotations
+
+import re
+import time
+from typing import TYPE_CHECKING
+
+import jwt
+
+from sf_oauth_provider.client.errors import SalesforceConfigError
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
+
+__all__ = ["load_private_key", "normalize_pem", "build_assertion", "ASSERTION_LIFETIME"]
+
+#: Salesforce accepts an ``exp`` at most 3 minutes ahead.
+ASSERTION_LIFETIME = 180
+
+_PEM_RE = re.compile(r"-----BEGIN ([A-Z0-9 ]+)-----(.*?)-----END \1-----", re.S)
+
+
+def normalize_pem(text: str) -> str:
+    """Rebuild a PEM that a web form flattened.
+
+    Tolerates literal ``\\n`` sequences, newlines replaced by spaces, CRLF and surrounding
+    quotes or whitespace. Returns the text unchanged when it holds no PEM block.
+    """
+    text = text.strip().strip('"').strip("'").replace("\\r", "").replace("\\n", "\n").replace("\r", "")
+    match = _PEM_RE.search(text)
+    if not match:
+        return text
+    label, body = match.group(1), match.group(2)
+    headers = ""
+    if "Proc-Type:" in body:  # traditional encrypted PEM: keep its header lines
+        head, _, rest = body.partition("\n\n")
+        if rest:
+            headers, body = head.strip() + "\n\n", rest
+        else:  # headers flattened too: split header fields from base64
+            lines = body.split()
+            keep = [ln for ln in lines if ":" in ln or "," in ln]
+            b64 = [ln for ln in lines if ln not in keep]
+            headers = " ".join(keep).replace(" DEK-Info:", "\nDEK-Info:") + "\n\n"
+            body = "".join(b64)
+    b64 = "".join(body.split())
+    wrapped = "\n".join(b64[i : i + 64] for i in range(0, len(b64), 64))
+    return f"-----BEGIN {label}-----\n{headers}{wrapped}\n-----END {label}-----\n"
+
+
+def load_private_key(
+    pem: str | bytes | None,
+    *,
+    path: str | None = None,
+    passphrase: str | None = None,
+    conn_id: str = "?",
+) -> RSAPrivateKey:
+    """Load an RSA private key from PEM text or a file; every failure names the field to fix."""
+    from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
+    from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
+    field = "extra.private_key"
+    if pem is None or (isinstance(pem, str) and not pem.strip()):
+        if not path:
+            raise SalesforceConfigError(
+                f"Connection {conn_id!r}: extra 'private_key' or 'private_key_path' is required for auth_flow 'jwt_bearer'",
+                field=field,
+                hint="paste the PEM private key whose certificate is uploaded to the connected app",
+            )
+        field = "extra.private_key_path"
+        try:
+            with open(path, "rb") as fh:
+                pem = fh.read()
+        except OSError as exc:
+            raise SalesforceConfigError(
+                f"Connection {conn_id!r}: extra 'private_key_path' cannot be read ({exc.strerror or type(exc).__name__}: {path})",
+                field=field,
+                hint="give a path readable by the worker and triggerer, or paste the key into 'private_key'",
+            ) from None
+    if isinstance(pem, bytes):
+        try:
+            pem = pem.decode("utf-8")
+        except UnicodeDecodeError:
+            raise SalesforceConfigError(
+                f"Connection {conn_id!r}: {field} is not PEM text", field=field,
+                hint="export the key as PEM (-----BEGIN PRIVATE KEY-----)",
+            ) from None
+    text = normalize_pem(pem)
+    if "PRIVATE KEY-----" not in text:
+        raise SalesforceConfigError(
+            f"Connection {conn_id!r}: {field} holds no PEM private key",
+            field=field,
+            hint="expected a block starting '-----BEGIN PRIVATE KEY-----' or '-----BEGIN RSA PRIVATE KEY-----'",
+        )
+    password = passphrase.encode("utf-8") if passphrase else None
+    try:
+        key = load_pem_private_key(text.encode("ascii", "ignore"), password=password)
+    except TypeError:
+        if password is None:
+            raise SalesforceConfigError(
+                f"Connection {conn_id!r}: {field} is encrypted but extra 'private_key_passphrase' is empty",
+                field="extra.private_key_passphrase",
+                hint="set extra 'private_key_passphrase'",
+            ) from None
+        raise SalesforceConfigError(
+            f"Connection {conn_id!r}: extra 'private_key_passphrase' is set but {field} is not encrypted",
+            field="extra.private_key_passphrase",
+            hint="remove the passphrase",
+        ) from None
+    except ValueError:
+        if password is not None and "ENCRYPTED" in text:
+            raise SalesforceConfigError(
+                f"Connection {conn_id!r}: extra 'private_key_passphrase' does not decrypt {field}",
+                field="extra.private_key_passphrase",
+                hint="check the passphrase",
+            ) from None
+        raise SalesforceConfigError(
+            f"Connection {conn_id!r}: {field} cannot be read as a PEM private key",
+            field=field,
+            hint="check that the whole key was pasted, including its BEGIN/END lines",
+        ) from None
+    except Exception:  # cryptography raises a few others on garbage (UnsupportedAlgorithm, ...)
+        raise SalesforceConfigError(
+            f"Connection {conn_id!r}: {field} cannot be read as a PEM private key",
+            field=field,
+            hint="check that the whole key was pasted, including its BEGIN/END lines",
+        ) from None
+    if not isinstance(key, RSAPrivateKey):
+        raise SalesforceConfigError(
+            f"Connection {conn_id!r}: {field} is a {type(key).__name__.lstrip('_')}, not an RSA key",
+            field=field,
+            hint="Salesforce's JWT bearer flow signs with RS256: generate an RSA key (2048 bits or more)",
+        )
+    return key
+
+
+def build_assertion(
+    key: RSAPrivateKey,
+    *,
+    consumer_key: str,
+    username: str,
+    audience: str,
+    now: float | None = None,
+    lifetime: int = ASSERTION_LIFETIME,
+) -> str:
+    """Sign the JWT bearer assertion Salesforce expects (RS256; iss, sub, aud, exp)."""
+    issued = int(time.time() if now is None else now)
+    claims = {
+        "iss": consumer_key,
+        "sub": username,
+        "aud": audience,
+        "exp": issued + min(lifetime, ASSERTION_LIFETIME),
+    }
+    return jwt.encode(claims, key, algorithm="RS256")

@@ -1,0 +1,324 @@
+"""Errors raised by the Salesforce OAuth client.
+
+Every error carries what Salesforce said (``error``, ``error_description``, ``status_code``),
+what the user should change (``hint``) and whether a retry may help (``transient``)::
+
+    SalesforceOAuthError
+    ├── SalesforceConfigError            bad connection settings, found before any request
+    ├── SalesforcePermanentError         retrying only burns the login budget
+    │   ├── SalesforceAuthError          bad key, unknown client, user not approved, wrong domain
+    │   └── SalesforceRequestError       bad SOQL, unsupported token type, other 4xx
+    └── SalesforceTransientError         a retry may help
+        ├── SalesforceUnavailableError   5xx, maintenance HTML page, malformed/oversized body
+        ├── SalesforceRateLimitError     429 / login rate limit
+        └── SalesforceConnectionError    timeout, connection reset, DNS, TLS handshake
+    SalesforceSessionExpired             401 INVALID_SESSION_ID / 403 Bad_OAuth_Token (a fresh token fixes it)
+
+Code branches on the class or on ``.transient``, never on the message text.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "SalesforceOAuthError",
+    "SalesforceConfigError",
+    "SalesforcePermanentError",
+    "SalesforceAuthError",
+    "SalesforceRequestError",
+    "SalesforceTransientError",
+    "SalesforceUnavailableError",
+    "SalesforceRateLimitError",
+    "SalesforceConnectionError",
+    "SalesforceSessionExpired",
+    "error_from_oauth_response",
+    "hint_for",
+]
+
+
+class SalesforceOAuthError(Exception):
+    """Base of every error of this package.
+
+    :param message: a one-line description, safe to log (never contains a secret)
+    :param error: Salesforce's ``error`` code, when it gave one
+    :param error_description: Salesforce's ``error_description``, when it gave one
+    :param status_code: HTTP status, when there was a response
+    :param hint: what the user should change
+    """
+
+    transient: bool = False
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        error: str | None = None,
+        error_description: str | None = None,
+        status_code: int | None = None,
+        hint: str | None = None,
+    ) -> None:
+        self.message = message
+        self.error = error
+        self.error_description = error_description
+        self.status_code = status_code
+        self.hint = hint
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        if self.hint:
+            return f"{self.message} — {self.hint}"
+        return self.message
+
+    def __reduce__(self):  # keep keyword-only attributes through pickling (multiprocessing, Airflow)
+        return (
+            _rebuild,
+            (type(self), self.message, self.error, self.error_description, self.status_code, self.hint),
+        )
+
+
+def _rebuild(cls, message, error, error_description, status_code, hint):
+    return cls(
+        message, error=error, error_description=error_description, status_code=status_code, hint=hint
+    )
+
+
+class SalesforceConfigError(SalesforceOAuthError, ValueError):
+    """The connection's settings are wrong; nothing was sent to Salesforce.
+
+    :param field: the connection field at fault (``login``, ``extra.username``, ...)
+    """
+
+    def __init__(self, message: str, *, field: str | None = None, hint: str | None = None) -> None:
+        self.field = field
+        super().__init__(message, hint=hint)
+
+    def __reduce__(self):
+        return (_rebuild_config, (self.message, self.field, self.hint))
+
+
+def _rebuild_config(message, field, hint):
+    return SalesforceConfigError(message, field=field, hint=hint)
+
+
+class SalesforcePermanentError(SalesforceOAuthError):
+    """Salesforce refused the request for a reason a retry cannot change."""
+
+
+class SalesforceAuthError(SalesforcePermanentError):
+    """Authentication was refused (wrong key, unknown client, user not approved, ...)."""
+
+
+class SalesforceRequestError(SalesforcePermanentError):
+    """A request other than authentication was refused (bad SOQL, bad token type, ...)."""
+
+
+class SalesforceTransientError(SalesforceOAuthError):
+    """Salesforce could not answer now; the same request may succeed later."""
+
+    transient = True
+
+
+class SalesforceUnavailableError(SalesforceTransientError):
+    """5xx, maintenance page, or a body that is not what Salesforce sends."""
+
+
+class SalesforceRateLimitError(SalesforceTransientError):
+    """Too many requests or logins; wait before trying again."""
+
+
+class SalesforceConnectionError(SalesforceTransientError):
+    """No answer: timeout, reset, refused connection, TLS failure."""
+
+
+class SalesforceSessionExpired(SalesforceOAuthError):
+    """The access token is no longer valid; getting a new one fixes it."""
+
+    transient = True
+
+
+_RATE_HINT = (
+    "Salesforce is limiting logins or requests for this user (3,600 logins per hour): wait, "
+    "and let the token cache share one token across tasks"
+)
+
+# (error, description fragment or None) -> (class, hint). The description is matched as
+# Salesforce sends it (lower-case); None matches any description for that error code.
+_KNOWN: list[tuple[str, str | None, type[SalesforceOAuthError], str]] = [
+    (
+        "invalid_grant",
+        "user hasn't approved this consumer",
+        SalesforceAuthError,
+        "pre-authorize the user's profile or permission set on the connected app "
+        "(Manage → Edit Policies → Permitted Users: 'Admin approved users are pre-authorized', "
+        "then add the profile or permission set)",
+    ),
+    (
+        "invalid_grant",
+        "audience is invalid",
+        SalesforceAuthError,
+        "set extra 'audience' to https://login.salesforce.com (production) or "
+        "https://test.salesforce.com (sandbox); with a My Domain host the audience stays login/test",
+    ),
+    (
+        "invalid_grant",
+        "expired authorization code",
+        SalesforceAuthError,
+        "the JWT 'exp' was already past when Salesforce read it: check this host's clock (NTP)",
+    ),
+    (
+        "invalid_grant",
+        "invalid assertion",
+        SalesforceAuthError,
+        "the JWT signature did not verify: the private key must match the certificate uploaded "
+        "to the connected app (Use digital signatures), and 'login' must be that app's consumer key",
+    ),
+    (
+        "invalid_grant",
+        "request not supported on this domain",
+        SalesforceAuthError,
+        "client credentials only work on your My Domain: set host to https://<yourdomain>.my.salesforce.com",
+    ),
+    (
+        "invalid_grant",
+        "no client credentials user enabled",
+        SalesforceAuthError,
+        "enable the client credentials flow on the connected app and choose a 'Run As' user "
+        "(Manage → Edit Policies → Client Credentials Flow)",
+    ),
+    (
+        "invalid_grant",
+        "expired access/refresh token",
+        SalesforceAuthError,
+        "the refresh token was revoked, expired or rotated away: authorize again and store the "
+        "new refresh token in extra 'refresh_token'",
+    ),
+    (
+        "invalid_grant",
+        "invalid user",
+        SalesforceAuthError,
+        "extra 'username' must be the Salesforce username of an active user of this org",
+    ),
+    (
+        "invalid_grant",
+        "authentication failure",
+        SalesforceAuthError,
+        "check the username, that the user is active, and the host (production vs sandbox)",
+    ),
+    (
+        "invalid_grant",
+        None,
+        SalesforceAuthError,
+        "Salesforce refused the grant: check the connected app, the user and the host",
+    ),
+    (
+        "invalid_app_access",
+        None,
+        SalesforceAuthError,
+        "the connected app requires admin approval: add the user's profile or permission set "
+        "to the app (Manage → Profiles / Permission Sets)",
+    ),
+    (
+        "invalid_client_id",
+        None,
+        SalesforceAuthError,
+        "'login' must be the connected app's consumer key (it can take up to 10 minutes after "
+        "creating an app before Salesforce accepts it)",
+    ),
+    (
+        "invalid_client",
+        None,
+        SalesforceAuthError,
+        "'password' must be the connected app's consumer secret for the consumer key in 'login'",
+    ),
+    (
+        "inactive_user",
+        None,
+        SalesforceAuthError,
+        "the user is inactive: activate it or use another user",
+    ),
+    (
+        "inactive_org",
+        None,
+        SalesforceAuthError,
+        "the org is locked, inactive or expired (a lapsed sandbox or trial?)",
+    ),
+    (
+        "unsupported_grant_type",
+        None,
+        SalesforceAuthError,
+        "use auth_flow 'jwt_bearer', 'client_credentials' or 'refresh_token' and enable that "
+        "flow on the connected app",
+    ),
+    (
+        "invalid_scope",
+        None,
+        SalesforceAuthError,
+        "the connected app does not grant the requested scope: edit its OAuth scopes",
+    ),
+    ("rate_limit_exceeded", None, SalesforceRateLimitError, _RATE_HINT),
+    (
+        "invalid_token",
+        None,
+        SalesforceRequestError,
+        "the token is already invalid (revoked, expired or never issued)",
+    ),
+    (
+        "unsupported_token_type",
+        None,
+        SalesforceRequestError,
+        "pass an access token, a refresh token or an OauthToken DeleteToken",
+    ),
+    (
+        "invalid_request",
+        None,
+        SalesforceRequestError,
+        "the request is missing a parameter Salesforce needs",
+    ),
+    (
+        "server_error",
+        None,
+        SalesforceUnavailableError,
+        "Salesforce had an internal error: it is retried automatically",
+    ),
+    (
+        "temporarily_unavailable",
+        None,
+        SalesforceUnavailableError,
+        "Salesforce is temporarily unavailable: it is retried automatically",
+    ),
+]
+
+
+def hint_for(error: str | None, description: str | None) -> tuple[type[SalesforceOAuthError], str | None]:
+    """Class and hint for a Salesforce ``error``/``error_description`` pair."""
+    code = (error or "").strip().lower()
+    desc = (description or "").strip().lower()
+    for known_error, fragment, cls, hint in _KNOWN:
+        if code == known_error and (fragment is None or fragment in desc):
+            return cls, hint
+    if "login_rate_exceeded" in desc or "request_limit_exceeded" in code:
+        return SalesforceRateLimitError, _RATE_HINT
+    return SalesforcePermanentError, None
+
+
+def error_from_oauth_response(
+    status_code: int, error: str | None, description: str | None, *, action: str
+) -> SalesforceOAuthError:
+    """Build the typed error for a JSON OAuth error response.
+
+    :param action: what was attempted, e.g. ``"token request"``; goes first in the message
+    """
+    cls, hint = hint_for(error, description)
+    if status_code >= 500 and not cls.transient:
+        cls = SalesforceUnavailableError
+    if status_code == 429:
+        cls = SalesforceRateLimitError
+    said = error or "error"
+    if description:
+        said = f"{said}: {description}"
+    return cls(
+        f"Salesforce refused the {action} (HTTP {status_code}) — Salesforce says: {said}",
+        error=error,
+        error_description=description,
+        status_code=status_code,
+        hint=hint,
+    )

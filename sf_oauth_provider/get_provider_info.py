@@ -1,0 +1,138 @@
+"""Provider metadata read by Airflow's ProvidersManager (entry point ``apache_airflow_provider``).
+
+Airflow 3.2+'s React UI builds the connection form only from ``conn-fields`` and
+``ui-field-behaviour`` here, so every extra of the connection is declared as a field.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sf_oauth_provider import __version__
+
+__all__ = ["get_provider_info"]
+
+
+def _field(label: str, description: str, schema: dict[str, Any], *, sensitive: bool = False) -> dict[str, Any]:
+    field: dict[str, Any] = {"label": label, "description": description, "schema": schema}
+    if sensitive:
+        field["sensitive"] = True
+    return field
+
+
+_STR = ["string", "null"]
+_NUM = ["number", "null"]
+
+CONN_FIELDS: dict[str, dict[str, Any]] = {
+    "auth_flow": _field(
+        "Auth flow",
+        "How to get tokens: jwt_bearer (private key + username), client_credentials (My Domain only), "
+        "or refresh_token.",
+        {"type": "string", "enum": ["jwt_bearer", "client_credentials", "refresh_token"], "default": "jwt_bearer"},
+    ),
+    "username": _field(
+        "Username",
+        "Salesforce username the token is issued for (JWT subject). Required for jwt_bearer.",
+        {"type": _STR},
+    ),
+    "private_key": _field(
+        "Private key",
+        "PEM private key whose certificate is uploaded to the connected app (jwt_bearer). "
+        "A newline-flattened paste is accepted.",
+        {"type": _STR, "format": "multiline"},
+        sensitive=True,
+    ),
+    "private_key_path": _field(
+        "Private key file",
+        "Path to a PEM private key file readable by workers and the triggerer (instead of Private key).",
+        {"type": _STR},
+    ),
+    "private_key_passphrase": _field(
+        "Private key passphrase",
+        "Passphrase of an encrypted private key.",
+        {"type": _STR, "format": "password"},
+        sensitive=True,
+    ),
+    "audience": _field(
+        "JWT audience",
+        "JWT 'aud'. Default: https://test.salesforce.com for test.salesforce.com and sandbox My Domains, "
+        "else https://login.salesforce.com.",
+        {"type": _STR},
+    ),
+    "refresh_token": _field(
+        "Refresh token",
+        "Refresh token for the refresh_token flow (rotated tokens are kept in the token cache).",
+        {"type": _STR, "format": "password"},
+        sensitive=True,
+    ),
+    "api_version": _field("API version", "REST API version for queries, e.g. 63.0.", {"type": _STR}),
+    "session_timeout": _field(
+        "Session timeout (s)",
+        "Seconds a token is assumed to live when Salesforce does not say (no consumer secret to introspect). "
+        "Default 7200.",
+        {"type": _NUM},
+    ),
+    "token_cache": _field(
+        "Token cache",
+        "file: shared by every task on the host (default); memory: per process; none: no caching.",
+        {"type": "string", "enum": ["file", "memory", "none"], "default": "file"},
+    ),
+    "timeout": _field("HTTP timeout (s)", "Timeout of each HTTP request to Salesforce. Default 30.", {"type": _NUM}),
+}
+
+UI_FIELD_BEHAVIOUR: dict[str, Any] = {
+    "hidden-fields": ["schema", "port"],
+    "relabeling": {"host": "Login URL or My Domain", "login": "Consumer Key", "password": "Consumer Secret"},
+    "placeholders": {
+        "host": "https://login.salesforce.com",
+        "login": "3MVG9...",
+        "password": "needed for client_credentials, introspection and audits",
+        "username": "integration@acme.com",
+        "private_key": "-----BEGIN PRIVATE KEY-----",
+        "api_version": "63.0",
+    },
+}
+
+
+def get_provider_info() -> dict[str, Any]:
+    return {
+        "package-name": "sf-oauth-provider",
+        "name": "Salesforce OAuth",
+        "description": "Salesforce OAuth 2.0 tokens for Airflow: JWT bearer, client credentials and refresh "
+        "token flows, a host-wide token cache, a token validity sensor, revocation and audit operators.",
+        "versions": [__version__],
+        "connection-types": [
+            {
+                "hook-class-name": "sf_oauth_provider.hooks.salesforce_oauth.SalesforceOAuthHook",
+                "hook-name": "Salesforce OAuth",
+                "connection-type": "salesforce_oauth",
+                "conn-fields": CONN_FIELDS,
+                "ui-field-behaviour": UI_FIELD_BEHAVIOUR,
+            }
+        ],
+        "hooks": [
+            {
+                "integration-name": "Salesforce OAuth",
+                "python-modules": ["sf_oauth_provider.hooks.salesforce_oauth"],
+            }
+        ],
+        "operators": [
+            {
+                "integration-name": "Salesforce OAuth",
+                "python-modules": ["sf_oauth_provider.operators.revoke", "sf_oauth_provider.operators.audit"],
+            }
+        ],
+        "sensors": [
+            {"integration-name": "Salesforce OAuth", "python-modules": ["sf_oauth_provider.sensors.token"]}
+        ],
+        "triggers": [
+            {"integration-name": "Salesforce OAuth", "python-modules": ["sf_oauth_provider.triggers.token"]}
+        ],
+        "integrations": [
+            {
+                "integration-name": "Salesforce OAuth",
+                "external-doc-url": "https://help.salesforce.com/s/articleView?id=sf.remoteaccess_oauth_flows.htm",
+                "tags": ["service"],
+            }
+        ],
+    }

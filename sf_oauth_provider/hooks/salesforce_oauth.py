@@ -1,0 +1,344 @@
+"""SalesforceOAuthHook: the only code that reads a ``salesforce_oauth`` Airflow connection."""
+
+from __future__ import annotations
+
+import json
+from functools import cached_property
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, TypeVar
+
+from airflow.sdk import BaseHook, conf
+
+from sf_oauth_provider.client.config import OAuthConfig
+from sf_oauth_provider.client.errors import SalesforceConfigError, SalesforceOAuthError, SalesforceSessionExpired
+from sf_oauth_provider.client.token import IntrospectionResult, SalesforceToken
+
+if TYPE_CHECKING:
+    import httpx
+
+    from sf_oauth_provider.client.cache import TokenCache
+    from sf_oauth_provider.client.oauth import AsyncSalesforceOAuthClient, RetryPolicy, SalesforceOAuthClient
+
+__all__ = ["SalesforceOAuthHook"]
+
+T = TypeVar("T")
+_SECRET_EXTRAS = ("private_key", "private_key_passphrase", "refresh_token")
+#: access tokens this process already registered with the secrets masker
+_masked: set[str] = set()
+
+
+def _mask(secret: str | None) -> None:
+    if not secret or secret in _masked:
+        return
+    from airflow.sdk.log import mask_secret
+
+    mask_secret(secret)
+    _masked.add(secret)
+
+
+async def _amask(secrets: list[str]) -> None:
+    from airflow.sdk.log import amask_secret
+
+    while secrets:
+        secret = secrets.pop()
+        if secret and secret not in _masked:
+            await amask_secret(secret)
+            _masked.add(secret)
+
+
+class SalesforceOAuthHook(BaseHook):
+    """Salesforce OAuth 2.0 tokens for a ``salesforce_oauth`` connection.
+
+    Tokens come from a cache shared by every task process on the host (one token request per
+    token lifetime, single-flight), and are refreshed ``leeway`` seconds before they expire.
+
+    :param salesforce_oauth_conn_id: the connection id
+    :param leeway: a token with fewer seconds than this left counts as expired
+    :param retry: retry policy for transient errors (default: 3 tries, exponential backoff, jitter)
+    """
+
+    conn_name_attr = "salesforce_oauth_conn_id"
+    default_conn_name = "salesforce_oauth_default"
+    conn_type = "salesforce_oauth"
+    hook_name = "Salesforce OAuth"
+
+    def __init__(
+        self,
+        salesforce_oauth_conn_id: str = default_conn_name,
+        *,
+        leeway: float = 300.0,
+        retry: RetryPolicy | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.salesforce_oauth_conn_id = salesforce_oauth_conn_id
+        self.leeway = leeway
+        self.retry = retry
+        self._aconfig: OAuthConfig | None = None
+
+    # ---- configuration -----------------------------------------------------------------------
+    def _config_from(self, conn: Any, extra_text: str | None) -> OAuthConfig:
+        extra: dict[str, Any] = {}
+        if extra_text and extra_text.strip():
+            try:
+                extra = json.loads(extra_text)
+            except ValueError:
+                raise SalesforceConfigError(
+                    f"Connection {self.salesforce_oauth_conn_id!r}: 'extra' is not valid JSON",
+                    field="extra",
+                    hint='write the extras as a JSON object, e.g. {"auth_flow": "jwt_bearer", "username": "..."}',
+                ) from None
+            if not isinstance(extra, dict):
+                raise SalesforceConfigError(
+                    f"Connection {self.salesforce_oauth_conn_id!r}: 'extra' must be a JSON object", field="extra"
+                )
+        if conn.conn_type and conn.conn_type.replace("-", "_") != self.conn_type:
+            raise SalesforceConfigError(
+                f"Connection {self.salesforce_oauth_conn_id!r} has conn_type {conn.conn_type!r}, not {self.conn_type!r}",
+                field="conn_type",
+            )
+        return OAuthConfig.from_connection_fields(
+            self.salesforce_oauth_conn_id,
+            host=conn.host,
+            login=conn.login,
+            password=conn.password,
+            extra=extra,
+            schema=conn.schema,
+            port=conn.port,
+        )
+
+    @staticmethod
+    def _secrets_of(conn: Any, extra_text: str | None) -> list[str]:
+        found = [conn.password] if conn.password else []
+        try:
+            extra = json.loads(extra_text or "{}")
+        except ValueError:
+            return found
+        if isinstance(extra, dict):
+            found += [str(extra[k]) for k in _SECRET_EXTRAS if extra.get(k)]
+        return found
+
+    @cached_property
+    def config(self) -> OAuthConfig:
+        """The connection's validated settings (raises :class:`SalesforceConfigError`)."""
+        conn = self.get_connection(self.salesforce_oauth_conn_id)
+        for secret in self._secrets_of(conn, conn.extra):
+            _mask(secret)
+        return self._config_from(conn, conn.extra)
+
+    async def aconfig(self) -> OAuthConfig:
+        """Like :attr:`config`, read with ``aget_connection`` (safe on an event loop)."""
+        if self._aconfig is None:
+            conn = await self.aget_connection(self.salesforce_oauth_conn_id)
+            await _amask(self._secrets_of(conn, conn.extra))
+            self._aconfig = self._config_from(conn, conn.extra)
+        return self._aconfig
+
+    def _fernet_key(self) -> str | None:
+        return conf.get("core", "fernet_key", fallback=None) or None
+
+    def _cache_for(self, config: OAuthConfig) -> TokenCache:
+        from sf_oauth_provider.client.cache import TokenCache, default_cache_dir
+
+        return TokenCache(config.token_cache, cache_dir=default_cache_dir(), fernet_key=self._fernet_key(), logger=self.log)
+
+    @cached_property
+    def cache(self) -> TokenCache:
+        return self._cache_for(self.config)
+
+    # ---- clients -----------------------------------------------------------------------------
+    @cached_property
+    def client(self) -> SalesforceOAuthClient:
+        from sf_oauth_provider.client.oauth import SalesforceOAuthClient
+
+        return SalesforceOAuthClient(self.config, retry=self.retry, on_secret=_mask)
+
+    def _async_client(self, config: OAuthConfig, sink: list[str], max_connections: int = 16) -> AsyncSalesforceOAuthClient:
+        from sf_oauth_provider.client.oauth import AsyncSalesforceOAuthClient
+
+        return AsyncSalesforceOAuthClient(config, retry=self.retry, on_secret=sink.append, max_connections=max_connections)
+
+    def _usable(self, token: SalesforceToken) -> bool:
+        return token.is_fresh(self.leeway)
+
+    def _log_rotation(self, previous: SalesforceToken | None, token: SalesforceToken) -> None:
+        if token.refresh_token and (previous is None or previous.refresh_token != token.refresh_token):
+            self.log.info(
+                "Salesforce rotated the refresh token of connection %r; the new one is kept in the token cache",
+                self.salesforce_oauth_conn_id,
+            )
+
+    def _carry_refresh_token(self, previous: SalesforceToken | None, token: SalesforceToken) -> SalesforceToken:
+        """Keep the latest rotated refresh token with every new access token."""
+        from dataclasses import replace
+
+        if token.refresh_token is None and previous is not None and previous.refresh_token:
+            return replace(token, refresh_token=previous.refresh_token)
+        return token
+
+    # ---- tokens ------------------------------------------------------------------------------
+    def get_token(self, force_refresh: bool = False, *, stale_token: str | None = None) -> SalesforceToken:
+        """A usable access token: cached, or fetched once for every process on this host.
+
+        :param force_refresh: fetch a new token even if the cached one looks fresh
+        :param stale_token: an access token Salesforce refused; a different one is returned
+        """
+        config, cache = self.config, self.cache
+
+        def fetch() -> SalesforceToken:
+            previous = cache.get(config.cache_key)
+            rotated = previous.refresh_token if previous is not None else None
+            token = self._carry_refresh_token(previous, self.client.fetch_token(refresh_token=rotated))
+            self._log_rotation(previous, token)
+            self.log.info(
+                "Fetched a Salesforce token %s for connection %r (%s), valid until %s (%s)",
+                token.fingerprint, config.conn_id, config.auth_flow, _iso(token.expires_at), token.expires_at_source,
+            )
+            return token
+
+        if stale_token is not None:
+            cache.invalidate(config.cache_key, access_token=stale_token)
+        token = cache.get_or_fetch(
+            config.cache_key, fetch, is_usable=self._usable,
+            force=force_refresh or stale_token is not None, stale_token=stale_token,
+        )
+        _mask(token.access_token)
+        _mask(token.refresh_token)
+        return token
+
+    async def aget_token(self, force_refresh: bool = False, *, stale_token: str | None = None) -> SalesforceToken:
+        """Async :meth:`get_token` (for triggers): async I/O only."""
+        config = await self.aconfig()
+        cache = self._cache_for(config)
+        sink: list[str] = []
+
+        async def fetch() -> SalesforceToken:
+            import asyncio
+
+            previous = await asyncio.to_thread(cache.get, config.cache_key)
+            rotated = previous.refresh_token if previous is not None else None
+            async with self._async_client(config, sink) as client:
+                token = await client.fetch_token(refresh_token=rotated)
+            token = self._carry_refresh_token(previous, token)
+            self._log_rotation(previous, token)
+            self.log.info("Fetched a Salesforce token %s for connection %r (%s)", token.fingerprint, config.conn_id, config.auth_flow)
+            return token
+
+        try:
+            if stale_token is not None:
+                import asyncio
+
+                await asyncio.to_thread(cache.invalidate, config.cache_key, stale_token)
+            token = await cache.aget_or_fetch(
+                config.cache_key, fetch, is_usable=self._usable,
+                force=force_refresh or stale_token is not None, stale_token=stale_token,
+            )
+            sink += [s for s in (token.access_token, token.refresh_token) if s]
+        finally:
+            await _amask(sink)
+        return token
+
+    def invalidate_token(self, access_token: str | None = None) -> None:
+        """Forget the cached token (all of it, or only if it is ``access_token``)."""
+        self.cache.invalidate(self.config.cache_key, access_token=access_token)
+
+    # ---- calls that use the token ------------------------------------------------------------
+    def _with_token(self, call: Callable[[SalesforceToken], T]) -> T:
+        """Run ``call`` with the token; on an expired session refresh once and retry once."""
+        token = self.get_token()
+        try:
+            return call(token)
+        except SalesforceSessionExpired:
+            self.log.info("Salesforce refused token %s as expired; refreshing once", token.fingerprint)
+            return call(self.get_token(stale_token=token.access_token))
+
+    async def _awith_token(self, call: Callable[[SalesforceToken], Awaitable[T]]) -> T:
+        token = await self.aget_token()
+        try:
+            return await call(token)
+        except SalesforceSessionExpired:
+            self.log.info("Salesforce refused token %s as expired; refreshing once", token.fingerprint)
+            return await call(await self.aget_token(stale_token=token.access_token))
+
+    def get_conn(self) -> httpx.Client:
+        """An ``httpx.Client`` on the instance URL whose auth refreshes the token once on 401."""
+        import httpx
+
+        from sf_oauth_provider.client.auth import SalesforceTokenAuth
+        from sf_oauth_provider.client.oauth import USER_AGENT
+
+        token = self.get_token()
+        return httpx.Client(
+            base_url=token.instance_url,
+            auth=SalesforceTokenAuth(get_token=lambda stale: self.get_token(stale_token=stale)),
+            headers={"User-Agent": USER_AGENT, "Accept": "application/json"},
+            timeout=self.config.timeout,
+        )
+
+    def introspect(self, token: str, token_type_hint: str = "access_token") -> IntrospectionResult:
+        """What Salesforce knows about ``token`` (needs the consumer secret)."""
+        _mask(token)
+        return self.client.introspect(token, token_type_hint)
+
+    async def aintrospect(self, token: str, token_type_hint: str = "access_token") -> IntrospectionResult:
+        config, sink = await self.aconfig(), [token]
+        try:
+            async with self._async_client(config, sink) as client:
+                return await client.introspect(token, token_type_hint)
+        finally:
+            await _amask(sink)
+
+    def revoke(self, token: str) -> bool:
+        """Revoke ``token``; True if revoked now, False if it was already invalid."""
+        _mask(token)
+        revoked = self.client.revoke(token)
+        self.invalidate_token(access_token=token)
+        return revoked
+
+    def userinfo(self) -> dict[str, Any]:
+        """The OpenID userinfo of the connection's user (one refresh on an expired token)."""
+        return self._with_token(lambda tok: self.client.userinfo(tok.access_token))
+
+    async def auserinfo(self) -> dict[str, Any]:
+        config, sink = await self.aconfig(), []
+
+        async def call(tok: SalesforceToken) -> dict[str, Any]:
+            async with self._async_client(config, sink) as client:
+                return await client.userinfo(tok.access_token)
+
+        try:
+            return await self._awith_token(call)
+        finally:
+            await _amask(sink)
+
+    def query(self, soql: str) -> list[dict[str, Any]]:
+        """Run SOQL and return every record, following ``nextRecordsUrl``."""
+        return self._with_token(lambda tok: self.client.query(tok, soql))
+
+    def get_simple_salesforce(self) -> Any:
+        """A ``simple_salesforce.Salesforce`` on the cached token (extra ``simple-salesforce``)."""
+        try:
+            from simple_salesforce import Salesforce
+        except ImportError:
+            raise SalesforceConfigError(
+                "get_simple_salesforce() needs simple-salesforce: pip install 'sf-oauth-provider[simple-salesforce]'"
+            ) from None
+        token = self.get_token()
+        return Salesforce(instance_url=token.instance_url, session_id=token.access_token, version=self.config.api_version)
+
+    def test_connection(self) -> tuple[bool, str]:
+        """A real token exchange (not from the cache) and a userinfo call, for the UI's Test button."""
+        try:
+            token = self.client.fetch_token()
+            _mask(token.access_token)
+            info = self.client.userinfo(token.access_token)
+        except SalesforceOAuthError as exc:
+            return False, str(exc)
+        user = info.get("preferred_username") or info.get("user_id") or "?"
+        return True, f"Authenticated as {user} on {token.instance_url} ({self.config.auth_flow}); token {token.fingerprint}"
+
+
+def _iso(epoch: float) -> str:
+    from datetime import datetime, timezone
+
+    return datetime.fromtimestamp(epoch, tz=timezone.utc).isoformat(timespec="seconds")
+
