@@ -1,3 +1,48 @@
-"""Shared test fixtures. The emulator fixtures live in tests/emulator_fixtures.py."""
+"""Shared test fixtures. The emulator fixtures live in tests/emulator_fixtures.py.
+
+Airflow reads AIRFLOW_HOME when first imported, so a throwaway one is set here, before any
+test module imports airflow: tests never touch ~/airflow.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Callable
+
+import pytest
+
+if "SF_OAUTH_TEST_AIRFLOW_HOME" not in os.environ:
+    os.environ["SF_OAUTH_TEST_AIRFLOW_HOME"] = tempfile.mkdtemp(prefix="sf-oauth-airflow-home-")
+os.environ["AIRFLOW_HOME"] = os.environ["SF_OAUTH_TEST_AIRFLOW_HOME"]
+os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
 
 pytest_plugins = ["tests.emulator_fixtures"]
+
+
+@pytest.fixture
+def set_connection(monkeypatch: pytest.MonkeyPatch) -> Callable[[str, dict[str, Any]], None]:
+    """Define an Airflow connection through ``AIRFLOW_CONN_<ID>`` JSON for this test."""
+
+    def define(conn_id: str, conn: dict[str, Any]) -> None:
+        monkeypatch.setenv(f"AIRFLOW_CONN_{conn_id.upper()}", json.dumps(conn))
+
+    return define
+
+
+@pytest.fixture
+def cache_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A token cache folder of this test's own."""
+    path = tmp_path / "token-cache"
+    monkeypatch.setenv("SF_OAUTH_CACHE_DIR", str(path))
+    return path
+
+
+@pytest.fixture
+def sf_connections(emulator_connections, set_connection, cache_dir) -> dict[str, dict[str, Any]]:
+    """The emulator's demo connections, defined as Airflow connections, with a private cache dir."""
+    for conn_id, conn in emulator_connections.items():
+        set_connection(conn_id, conn)
+    return emulator_connections

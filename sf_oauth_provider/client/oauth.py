@@ -21,7 +21,8 @@ from tenacity import (
     retry_if_exception,
     stop_after_attempt,
     stop_after_delay,
-    wait_exponential_jitter,
+    wait_exponential,
+    wait_random,
 )
 
 from sf_oauth_provider import __version__
@@ -73,7 +74,9 @@ class RetryPolicy:
     def _kwargs(self) -> dict[str, Any]:
         return {
             "stop": stop_after_attempt(max(1, self.attempts)) | stop_after_delay(self.max_total),
-            "wait": wait_exponential_jitter(initial=self.initial_backoff, max=self.max_backoff, jitter=self.initial_backoff),
+            # exponential backoff plus up to one initial step of jitter, so workers spread out
+            "wait": wait_exponential(multiplier=self.initial_backoff, max=self.max_backoff)
+            + wait_random(0, self.initial_backoff),
             "retry": retry_if_exception(lambda exc: isinstance(exc, SalesforceTransientError)),
             "reraise": True,
             "before_sleep": _log_retry,

@@ -134,7 +134,9 @@ class SalesforceOAuthHook(BaseHook):
         return self._aconfig
 
     def _fernet_key(self) -> str | None:
-        return conf.get("core", "fernet_key", fallback=None) or None
+        key = conf.get("core", "fernet_key", fallback=None) or None
+        # Without an airflow.cfg the value is the literal placeholder '{FERNET_KEY}': no key.
+        return None if key is None or key.startswith("{") else key
 
     def _cache_for(self, config: OAuthConfig) -> TokenCache:
         from sf_oauth_provider.client.cache import TokenCache, default_cache_dir
