@@ -1,0 +1,61 @@
+"""Provider registration: Airflow discovers the package and the UI gets the connection form."""
+
+from __future__ import annotations
+
+import importlib
+
+from sf_oauth_provider.get_provider_info import get_provider_info
+
+
+def _class_paths(info: dict) -> list[str]:
+    paths = [c["hook-class-name"] for c in info["connection-types"]]
+    for section in ("hooks", "operators", "sensors", "triggers"):
+        for entry in info.get(section, []):
+            paths += entry["python-modules"]
+    return paths
+
+
+def test_providers_manager_loads_the_entry_point_and_every_listed_path_imports():
+    from airflow.providers_manager import ProvidersManager
+
+    manager = ProvidersManager()
+    provider = manager.providers["sf-oauth-provider"]
+    assert provider.data["package-name"] == "sf-oauth-provider"
+    assert "salesforce_oauth" in manager.hooks
+    for path in _class_paths(provider.data):
+        module, _, name = path.rpartition(".")
+        try:
+            importlib.import_module(path)  # a module path
+        except ModuleNotFoundError:
+            assert getattr(importlib.import_module(module), name)  # a class path
+
+
+def test_connection_form_metadata_as_the_ui_reads_it():
+    from airflow.api_fastapi.core_api.services.ui.connections import HookMetaService
+
+    (meta,) = [m for m in HookMetaService.hook_meta_data() if m.connection_type == "salesforce_oauth"]
+    standard = meta.standard_fields
+    assert standard.host.title == "Login URL or My Domain"
+    assert standard.login.title == "Consumer Key"
+    assert standard.password.title == "Consumer Secret"
+    assert standard.port.hidden and standard.url_schema.hidden
+    extra = meta.extra_fields
+    expected = {"auth_flow", "username", "private_key", "private_key_path", "private_key_passphrase", "audience",
+                "refresh_token", "api_version", "session_timeout", "token_cache", "timeout"}
+    assert expected <= set(extra)
+    assert extra["auth_flow"]["schema"]["enum"] == ["jwt_bearer", "client_credentials", "refresh_token"]
+    assert extra["auth_flow"]["value"] == "jwt_bearer"  # a default keeps the form's Save button usable
+    assert extra["private_key"]["schema"]["format"] == "multiline"
+    assert extra["private_key_passphrase"]["schema"]["format"] == "password"
+    assert extra["refresh_token"]["schema"]["format"] == "password"
+    for name, field in extra.items():
+        if name in expected:
+            assert field["schema"]["title"] and field["description"] and field["schema"]["type"], name
+
+
+def test_provider_info_is_self_consistent():
+    info = get_provider_info()
+    assert info["package-name"] == "sf-oauth-provider"
+    (conn,) = info["connection-types"]
+    assert conn["connection-type"] == "salesforce_oauth"
+    assert set(conn["ui-field-behaviour"]["hidden-fields"]) == {"schema", "port"}
