@@ -10,6 +10,7 @@ from airflow.sdk import BaseHook, conf
 
 from sf_oauth_provider.client.config import OAuthConfig
 from sf_oauth_provider.client.errors import SalesforceConfigError, SalesforceOAuthError, SalesforceSessionExpired
+from sf_oauth_provider.client.masking import secret_forms
 from sf_oauth_provider.client.token import IntrospectionResult, SalesforceToken
 
 if TYPE_CHECKING:
@@ -27,11 +28,13 @@ _masked: set[str] = set()
 
 
 def _mask(secret: str | None) -> None:
+    """Register ``secret`` (in every form it can take in text) with Airflow's secrets masker."""
     if not secret or secret in _masked:
         return
     from airflow.sdk.log import mask_secret
 
-    mask_secret(secret)
+    for form in secret_forms(secret):
+        mask_secret(form)
     _masked.add(secret)
 
 
@@ -41,7 +44,8 @@ async def _amask(secrets: list[str]) -> None:
     while secrets:
         secret = secrets.pop()
         if secret and secret not in _masked:
-            await amask_secret(secret)
+            for form in secret_forms(secret):
+                await amask_secret(form)
             _masked.add(secret)
 
 

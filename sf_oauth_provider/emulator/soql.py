@@ -1,0 +1,660 @@
+"""A small SOQL parser and evaluator for the emulator's data API.
+
+Supported subset::
+
+    SELECT f1, f2, Rel.Field | COUNT()
+    FROM Object
+    [WHERE cond {AND|OR cond} ...]      -- NOT and parentheses allowed
+    [ORDER BY f [ASC|DESC] [NULLS FIRST|LAST], ...]
+    [LIMIT n] [OFFSET n]
+
+Conditions: ``field (= | != | <> | < | <= | > | >=) literal``, ``field [NOT] LIKE 'pat%'``,
+``field [NOT] IN (literal, ...)``. Literals: ``'strings'`` (backslash escapes), numbers,
+``true``/``false``, ``null``, ``2026-01-31``, ``2026-01-31T00:00:00Z`` (or ``+hh:mm``), and the
+date literals ``TODAY``, ``YESTERDAY``, ``TOMORROW``, ``LAST_N_DAYS:n``, ``NEXT_N_DAYS:n``,
+``N_DAYS_AGO:n`` (UTC days of the org clock). Keywords and field names are case-insensitive;
+string comparison with ``=``/``LIKE`` is case-insensitive, as in Salesforce.
+
+Errors are :class:`SoqlError` with a Salesforce ``errorCode``: ``MALFORMED_QUERY``,
+``INVALID_TYPE`` (unknown object), ``INVALID_FIELD`` (unknown field) or
+``INVALID_QUERY_FILTER_OPERATOR`` (literal of the wrong type).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .state import Org, User
+
+__all__ = [
+    "DateRange",
+    "Query",
+    "SoqlError",
+    "Table",
+    "build_tables",
+    "execute",
+    "format_value",
+    "parse",
+]
+
+UTC = dt.timezone.utc
+
+
+class SoqlError(Exception):
+    """A query error with a Salesforce ``errorCode``."""
+
+    def __init__(self, error_code: str, message: str) -> None:
+        super().__init__(message)
+        self.error_code = error_code
+        self.message = message
+
+
+@dataclass(frozen=True)
+class DateRange:
+    """A half-open datetime interval ``[start, end)`` (a point literal has ``end = start + 1µs``)."""
+
+    start: dt.datetime
+    end: dt.datetime
+    is_date: bool = True
+
+
+@dataclass
+class Cond:
+    """``field op value``."""
+
+    path: str
+    op: str
+    value: Any
+
+
+@dataclass
+class BoolOp:
+    """``AND`` / ``OR`` / ``NOT`` node."""
+
+    op: str
+    args: list[Any]
+
+
+@dataclass
+class Query:
+    """A parsed query."""
+
+    fields: list[str]
+    obj: str
+    where: Any = None
+    order: list[tuple[str, bool, bool | None]] = field(default_factory=list)
+    limit: int | None = None
+    offset: int = 0
+    count_only: bool = False
+
+
+@dataclass
+class Table:
+    """One queryable sObject: canonical field names → type, relationships, rows."""
+
+    name: str
+    fields: dict[str, str]
+    relationships: dict[str, tuple[str, str]] = field(default_factory=dict)
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    url_ids: bool = True
+
+
+_TOKEN_RE = re.compile(
+    r"""
+    (?P<ws>\s+)
+  | (?P<string>'(?:\\.|[^'\\])*')
+  | (?P<datetime>\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d+)?(?:Z|[+-]\d{2}:?\d{2}))
+  | (?P<date>\d{4}-\d{2}-\d{2})
+  | (?P<number>-?\d+(?:\.\d+)?)
+  | (?P<ident>[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*)
+  | (?P<op><=|>=|!=|<>|=|<|>)
+  | (?P<punct>[(),:])
+    """,
+    re.VERBOSE,
+)
+
+_KEYWORDS = {
+    "SELECT", "FROM", "WHERE", "AND", "OR", "NOT", "ORDER", "BY", "ASC", "DESC", "NULLS",
+    "FIRST", "LAST", "LIMIT", "OFFSET", "LIKE", "IN", "TRUE", "FALSE", "NULL", "COUNT",
+}
+_DATE_LITERALS = {"TODAY", "YESTERDAY", "TOMORROW"}
+_DATE_N_LITERALS = {"LAST_N_DAYS", "NEXT_N_DAYS", "N_DAYS_AGO"}
+
+
+@dataclass
+class _Tok:
+    kind: str
+    text: str
+    pos: int
+
+
+def _tokenize(q: str) -> list[_Tok]:
+    out: list[_Tok] = []
+    pos = 0
+    while pos < len(q):
+        m = _TOKEN_RE.match(q, pos)
+        if not m:
+            raise SoqlError("MALFORMED_QUERY", f"unexpected token: '{q[pos:pos + 10].split()[0]}'")
+        kind = m.lastgroup or ""
+        if kind != "ws":
+            out.append(_Tok(kind, m.group(), pos))
+        pos = m.end()
+    return out
+
+
+class _Parser:
+    def __init__(self, q: str, now: float) -> None:
+        self.toks = _tokenize(q)
+        self.i = 0
+        self.now = now
+
+    # helpers
+    def peek(self) -> _Tok | None:
+        return self.toks[self.i] if self.i < len(self.toks) else None
+
+    def kw(self, word: str) -> bool:
+        t = self.peek()
+        if t is not None and t.kind == "ident" and t.text.upper() == word:
+            self.i += 1
+            return True
+        return False
+
+    def expect_kw(self, word: str) -> None:
+        if not self.kw(word):
+            self.fail()
+
+    def punct(self, ch: str) -> bool:
+        t = self.peek()
+        if t is not None and t.kind == "punct" and t.text == ch:
+            self.i += 1
+            return True
+        return False
+
+    def fail(self) -> None:
+        t = self.peek()
+        if t is None:
+            raise SoqlError("MALFORMED_QUERY", "unexpected end of query")
+        raise SoqlError("MALFORMED_QUERY", f"unexpected token: '{t.text}'")
+
+    def ident(self) -> str:
+        t = self.peek()
+        if t is None or t.kind != "ident" or t.text.upper() in _KEYWORDS:
+            self.fail()
+        assert t is not None
+        self.i += 1
+        return t.text
+
+    def integer(self) -> int:
+        t = self.peek()
+        if t is None or t.kind != "number" or not t.text.isdigit():
+            self.fail()
+        assert t is not None
+        self.i += 1
+        return int(t.text)
+
+    # grammar
+    def query(self) -> Query:
+        self.expect_kw("SELECT")
+        fields: list[str] = []
+        count_only = False
+        if self.kw("COUNT"):
+            if not (self.punct("(") and self.punct(")")):
+                self.fail()
+            count_only = True
+        else:
+            fields.append(self.ident())
+            while self.punct(","):
+                fields.append(self.ident())
+        self.expect_kw("FROM")
+        obj = self.ident()
+        q = Query(fields=fields, obj=obj, count_only=count_only)
+        if self.kw("WHERE"):
+            q.where = self.or_expr()
+        if self.kw("ORDER"):
+            self.expect_kw("BY")
+            while True:
+                path = self.ident()
+                desc = False
+                if self.kw("DESC"):
+                    desc = True
+                else:
+                    self.kw("ASC")
+                nulls_first: bool | None = None
+                if self.kw("NULLS"):
+                    if self.kw("FIRST"):
+                        nulls_first = True
+                    else:
+                        self.expect_kw("LAST")
+                        nulls_first = False
+                q.order.append((path, desc, nulls_first))
+                if not self.punct(","):
+                    break
+        if self.kw("LIMIT"):
+            q.limit = self.integer()
+        if self.kw("OFFSET"):
+            q.offset = self.integer()
+        if self.peek() is not None:
+            self.fail()
+        return q
+
+    def or_expr(self) -> Any:
+        args = [self.and_expr()]
+        while self.kw("OR"):
+            args.append(self.and_expr())
+        return args[0] if len(args) == 1 else BoolOp("OR", args)
+
+    def and_expr(self) -> Any:
+        args = [self.not_expr()]
+        while self.kw("AND"):
+            args.append(self.not_expr())
+        return args[0] if len(args) == 1 else BoolOp("AND", args)
+
+    def not_expr(self) -> Any:
+        if self.kw("NOT"):
+            return BoolOp("NOT", [self.not_expr()])
+        if self.punct("("):
+            e = self.or_expr()
+            if not self.punct(")"):
+                self.fail()
+            return e
+        return self.cond()
+
+    def cond(self) -> Cond:
+        path = self.ident()
+        negate = self.kw("NOT")
+        if self.kw("IN"):
+            if not self.punct("("):
+                self.fail()
+            values = [self.literal()]
+            while self.punct(","):
+                values.append(self.literal())
+            if not self.punct(")"):
+                self.fail()
+            return Cond(path, "NOT IN" if negate else "IN", values)
+        if self.kw("LIKE"):
+            lit = self.literal()
+            if not isinstance(lit, str):
+                raise SoqlError("INVALID_QUERY_FILTER_OPERATOR", "LIKE needs a string literal")
+            return Cond(path, "NOT LIKE" if negate else "LIKE", lit)
+        if negate:
+            self.fail()
+        t = self.peek()
+        if t is None or t.kind != "op":
+            self.fail()
+        assert t is not None
+        self.i += 1
+        op = "!=" if t.text == "<>" else t.text
+        return Cond(path, op, self.literal())
+
+    def literal(self) -> Any:
+        t = self.peek()
+        if t is None:
+            self.fail()
+        assert t is not None
+        self.i += 1
+        if t.kind == "string":
+            return re.sub(r"\\(.)", r"\1", t.text[1:-1])
+        if t.kind == "number":
+            return float(t.text) if "." in t.text else int(t.text)
+        if t.kind == "date":
+            try:
+                d = dt.date.fromisoformat(t.text)
+            except ValueError:
+                raise SoqlError("MALFORMED_QUERY", f"invalid date: {t.text}") from None
+            start = dt.datetime(d.year, d.month, d.day, tzinfo=UTC)
+            return DateRange(start, start + dt.timedelta(days=1), True)
+        if t.kind == "datetime":
+            text = t.text.replace("Z", "+00:00")
+            if re.search(r"[+-]\d{4}$", text):
+                text = text[:-2] + ":" + text[-2:]
+            try:
+                when = dt.datetime.fromisoformat(text).astimezone(UTC)
+            except ValueError:
+                raise SoqlError("MALFORMED_QUERY", f"invalid datetime: {t.text}") from None
+            return DateRange(when, when + dt.timedelta(microseconds=1), False)
+        if t.kind == "ident":
+            word = t.text.upper()
+            if word == "TRUE":
+                return True
+            if word == "FALSE":
+                return False
+            if word == "NULL":
+                return None
+            today = dt.datetime.fromtimestamp(self.now, UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+            day = dt.timedelta(days=1)
+            if word in _DATE_LITERALS:
+                offset = {"TODAY": 0, "YESTERDAY": -1, "TOMORROW": 1}[word]
+                return DateRange(today + offset * day, today + (offset + 1) * day)
+            if word in _DATE_N_LITERALS:
+                if not self.punct(":"):
+                    self.fail()
+                n = self.integer()
+                if word == "LAST_N_DAYS":
+                    return DateRange(today - n * day, today + day)
+                if word == "NEXT_N_DAYS":
+                    return DateRange(today + day, today + (n + 1) * day)
+                return DateRange(today - n * day, today - (n - 1) * day)
+        self.i -= 1
+        self.fail()
+        raise AssertionError("unreachable")
+
+
+def parse(q: str, now: float) -> Query:
+    """Parse a SOQL string (``now``: org clock, epoch seconds, for relative date literals)."""
+    if not q or not q.strip():
+        raise SoqlError("MALFORMED_QUERY", "empty query")
+    return _Parser(q, now).query()
+
+
+# ---------------------------------------------------------------------- evaluation
+def format_value(value: Any) -> Any:
+    """Salesforce JSON serialization of a field value."""
+    if isinstance(value, dt.datetime):
+        return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}+0000"
+    if isinstance(value, dt.date):
+        return value.isoformat()
+    return value
+
+
+class _Resolver:
+    def __init__(self, tables: dict[str, Table], table: Table) -> None:
+        self.tables = tables
+        self.table = table
+        self.index: dict[str, dict[str, dict[str, Any]]] = {}
+        self.cache: dict[str, tuple[str | None, str, str]] = {}
+
+    def resolve(self, path: str) -> tuple[str | None, str, str]:
+        """``(relationship or None, canonical field, type)``."""
+        key = path.lower()
+        if key in self.cache:
+            return self.cache[key]
+        parts = path.split(".")
+        res: tuple[str | None, str, str]
+        if len(parts) == 1:
+            res = (None, *self._field(self.table, parts[0]))
+        elif len(parts) == 2:
+            rel = next((r for r in self.table.relationships if r.lower() == parts[0].lower()), None)
+            if rel is None:
+                raise SoqlError(
+                    "INVALID_FIELD",
+                    f"Didn't understand relationship '{parts[0]}' in field path. If you are attempting to use a "
+                    "custom relationship, be sure to append the '__r' after the custom relationship name.",
+                )
+            target = self.tables[self.table.relationships[rel][0]]
+            res = (rel, *self._field(target, parts[1]))
+        else:
+            raise SoqlError("INVALID_FIELD", f"No such column '{path}' on entity '{self.table.name}'.")
+        self.cache[key] = res
+        return res
+
+    @staticmethod
+    def _field(table: Table, name: str) -> tuple[str, str]:
+        for f, typ in table.fields.items():
+            if f.lower() == name.lower():
+                return f, typ
+        raise SoqlError(
+            "INVALID_FIELD",
+            f"No such column '{name}' on entity '{table.name}'. If you are attempting to use a custom field, be "
+            "sure to append the '__c' after the custom field name. Please reference your WSDL or the describe "
+            "call for the appropriate names.",
+        )
+
+    def related(self, row: dict[str, Any], rel: str) -> dict[str, Any] | None:
+        target_name, fk = self.table.relationships[rel]
+        idx = self.index.get(target_name)
+        if idx is None:
+            idx = {r["Id"]: r for r in self.tables[target_name].rows if r.get("Id")}
+            self.index[target_name] = idx
+        fk_val = row.get(fk)
+        return idx.get(fk_val) if fk_val else None
+
+    def value(self, row: dict[str, Any], path: str) -> tuple[Any, str]:
+        rel, f, typ = self.resolve(path)
+        if rel is None:
+            return row.get(f), typ
+        other = self.related(row, rel)
+        return (None if other is None else other.get(f)), typ
+
+
+def _as_dt(v: Any) -> dt.datetime:
+    if isinstance(v, dt.datetime):
+        return v
+    return dt.datetime(v.year, v.month, v.day, tzinfo=UTC)
+
+
+def _type_error(path: str, typ: str) -> SoqlError:
+    return SoqlError(
+        "INVALID_QUERY_FILTER_OPERATOR",
+        f"value of filter criterion for field '{path}' must be of type {typ} and should not be enclosed in quotes",
+    )
+
+
+def _check_literal(path: str, typ: str, lit: Any) -> None:
+    if lit is None:
+        return
+    if typ in ("date", "datetime"):
+        if not isinstance(lit, DateRange):
+            raise _type_error(path, typ)
+    elif typ == "boolean":
+        if not isinstance(lit, bool):
+            raise _type_error(path, typ)
+    elif typ in ("int", "double"):
+        if isinstance(lit, bool) or not isinstance(lit, (int, float)):
+            raise _type_error(path, typ)
+    elif not isinstance(lit, str):
+        raise _type_error(path, "string")
+
+
+def _cmp(v: Any, op: str, lit: Any) -> bool:
+    if op in ("=", "!="):
+        if lit is None or v is None:
+            eq = v is None and lit is None
+        elif isinstance(lit, DateRange):
+            d = _as_dt(v)
+            eq = lit.start <= d < lit.end
+        elif isinstance(lit, str):
+            eq = str(v).casefold() == lit.casefold()
+        else:
+            eq = v == lit
+        return eq if op == "=" else not eq
+    if v is None or lit is None:
+        return False
+    if isinstance(lit, DateRange):
+        d = _as_dt(v)
+        return {
+            "<": d < lit.start,
+            "<=": d < lit.end,
+            ">": d >= lit.end,
+            ">=": d >= lit.start,
+        }[op]
+    if isinstance(lit, str):
+        a, b = str(v).casefold(), lit.casefold()
+    else:
+        a, b = v, lit
+    return {"<": a < b, "<=": a <= b, ">": a > b, ">=": a >= b}[op]
+
+
+def _like(v: Any, pattern: str) -> bool:
+    if v is None:
+        return False
+    rx = "".join(".*" if c == "%" else "." if c == "_" else re.escape(c) for c in pattern)
+    return re.fullmatch(rx, str(v), re.IGNORECASE | re.DOTALL) is not None
+
+
+def _compile(node: Any, res: _Resolver) -> Callable[[dict[str, Any]], bool]:
+    if isinstance(node, BoolOp):
+        subs = [_compile(a, res) for a in node.args]
+        if node.op == "AND":
+            return lambda r: all(s(r) for s in subs)
+        if node.op == "OR":
+            return lambda r: any(s(r) for s in subs)
+        return lambda r: not subs[0](r)
+    cond: Cond = node
+    _, _, typ = res.resolve(cond.path)
+    lits = cond.value if isinstance(cond.value, list) else [cond.value]
+    for lit in lits:
+        _check_literal(cond.path, typ, lit)
+    path, op, lit_value = cond.path, cond.op, cond.value
+    if op in ("IN", "NOT IN"):
+        def f_in(r: dict[str, Any]) -> bool:
+            v = res.value(r, path)[0]
+            hit = any(_cmp(v, "=", x) for x in lit_value)
+            return hit if op == "IN" else (v is not None and not hit)
+        return f_in
+    if op in ("LIKE", "NOT LIKE"):
+        def f_like(r: dict[str, Any]) -> bool:
+            v = res.value(r, path)[0]
+            hit = _like(v, lit_value)
+            return hit if op == "LIKE" else (v is not None and not hit)
+        return f_like
+    return lambda r: _cmp(res.value(r, path)[0], op, lit_value)
+
+
+def _sort_key(v: Any) -> Any:
+    if isinstance(v, str):
+        return v.casefold()
+    if isinstance(v, dt.datetime):
+        return v.timestamp()
+    if isinstance(v, dt.date):
+        return _as_dt(v).timestamp()
+    return v
+
+
+def execute(q: Query, tables: dict[str, Table], api_version: str) -> tuple[int, list[dict[str, Any]]]:
+    """Run a parsed query; returns ``(totalSize, serialized records)``."""
+    table = next((t for n, t in tables.items() if n.lower() == q.obj.lower()), None)
+    if table is None:
+        raise SoqlError(
+            "INVALID_TYPE",
+            f"sObject type '{q.obj}' is not supported. If you are attempting to use a custom object, be sure to "
+            "append the '__c' after the entity name. Please reference your WSDL or the describe call for the "
+            "appropriate names.",
+        )
+    res = _Resolver(tables, table)
+    selected = [res.resolve(p) for p in q.fields]  # validates every field first
+    for path, _, _ in q.order:
+        res.resolve(path)
+    pred = _compile(q.where, res) if q.where is not None else None
+    rows = [r for r in table.rows if pred is None or pred(r)]
+    for path, desc, nulls_first in reversed(q.order):
+        nf = (not desc) if nulls_first is None else nulls_first
+        present = [r for r in rows if res.value(r, path)[0] is not None]
+        missing = [r for r in rows if res.value(r, path)[0] is None]
+        present.sort(key=lambda r: _sort_key(res.value(r, path)[0]), reverse=desc)
+        rows = missing + present if nf else present + missing
+    rows = rows[q.offset :]
+    if q.limit is not None:
+        rows = rows[: q.limit]
+    if q.count_only:
+        return len(rows), []
+
+    def attrs(t: Table, row: dict[str, Any]) -> dict[str, Any]:
+        a: dict[str, Any] = {"type": t.name}
+        if t.url_ids and row.get("Id"):
+            a["url"] = f"/services/data/v{api_version}/sobjects/{t.name}/{row['Id']}"
+        return a
+
+    out: list[dict[str, Any]] = []
+    for row in rows:
+        rec: dict[str, Any] = {"attributes": attrs(table, row)}
+        for rel, f, _ in selected:
+            if rel is None:
+                rec[f] = format_value(row.get(f))
+                continue
+            other = res.related(row, rel)
+            if other is None:
+                rec[rel] = None
+                continue
+            nested = rec.get(rel)
+            if not isinstance(nested, dict):
+                nested = {"attributes": attrs(tables[table.relationships[rel][0]], other)}
+                rec[rel] = nested
+            nested[f] = format_value(other.get(f))
+        out.append(rec)
+    return len(out), out
+
+
+def build_tables(org: Org, viewer: User) -> dict[str, Table]:
+    """The org's queryable objects as seen by ``viewer`` (OauthToken rows of other users are
+    visible only with the Customize Application permission)."""
+
+    def ts(epoch: float | None) -> dt.datetime | None:
+        return None if epoch is None else dt.datetime.fromtimestamp(epoch, UTC)
+
+    with org.lock:
+        apps = org.apps
+        token_rows = []
+        for a in org.oauth_token_rows():
+            if not viewer.customize_application and a.user_id != viewer.id:
+                continue
+            app = apps.get(a.app_key)
+            token_rows.append(
+                {
+                    "Id": None,
+                    "AppName": app.name if app else None,
+                    "UserId": a.user_id,
+                    "CreatedDate": ts(a.created),
+                    "LastUsedDate": ts(a.last_used),
+                    "UseCount": a.use_count,
+                    "DeleteToken": a.refresh_token,
+                    "AccessToken": a.last_access_mask,
+                    "RequestToken": None,
+                    "AppMenuItemId": app.app_menu_item_id if app else None,
+                }
+            )
+        user_rows = [
+            {
+                "Id": u.id,
+                "Username": u.username,
+                "Name": u.name,
+                "FirstName": u.first_name,
+                "LastName": u.last_name,
+                "Email": u.email,
+                "IsActive": u.is_active,
+                "ProfileId": u.profile_id,
+                "UserType": "Standard",
+                "TimeZoneSidKey": u.timezone,
+            }
+            for u in org.users.values()
+        ]
+        profile_rows = [{"Id": k, "Name": v} for k, v in org.profiles.items()]
+        account_rows = [dict(r) for r in org.accounts]
+        opp_rows = [dict(r) for r in org.opportunities]
+    return {
+        "OauthToken": Table(
+            "OauthToken",
+            {
+                "Id": "id", "AppName": "string", "UserId": "reference", "CreatedDate": "datetime",
+                "LastUsedDate": "datetime", "UseCount": "int", "DeleteToken": "string",
+                "AccessToken": "string", "RequestToken": "string", "AppMenuItemId": "reference",
+            },
+            {"User": ("User", "UserId")},
+            token_rows,
+            url_ids=False,
+        ),
+        "User": Table(
+            "User",
+            {
+                "Id": "id", "Username": "string", "Name": "string", "FirstName": "string",
+                "LastName": "string", "Email": "string", "IsActive": "boolean", "ProfileId": "reference",
+                "UserType": "string", "TimeZoneSidKey": "string",
+            },
+            {"Profile": ("Profile", "ProfileId")},
+            user_rows,
+        ),
+        "Profile": Table("Profile", {"Id": "id", "Name": "string"}, {}, profile_rows),
+        "Account": Table("Account", {"Id": "id", "Name": "string", "Industry": "string"}, {}, account_rows),
+        "Opportunity": Table(
+            "Opportunity",
+            {
+                "Id": "id", "Name": "string", "AccountId": "reference", "Amount": "double",
+                "StageName": "string", "CloseDate": "date", "IsWon": "boolean", "IsClosed": "boolean",
+            },
+            {"Account": ("Account", "AccountId")},
+            opp_rows,
+        ),
+    }
