@@ -17,11 +17,12 @@ def _class_paths(info: dict) -> list[str]:
 
 def test_providers_manager_loads_the_entry_point_and_every_listed_path_imports():
     from airflow.providers_manager import ProvidersManager
+    from airflow.sdk.providers_manager_runtime import ProvidersManagerTaskRuntime
 
-    manager = ProvidersManager()
-    provider = manager.providers["sf-oauth-provider"]
+    provider = ProvidersManager().providers["sf-oauth-provider"]
     assert provider.data["package-name"] == "sf-oauth-provider"
-    assert "salesforce_oauth" in manager.hooks
+    hook_info = ProvidersManagerTaskRuntime().hooks["salesforce_oauth"]
+    assert hook_info.hook_class_name == "sf_oauth_provider.hooks.salesforce_oauth.SalesforceOAuthHook"
     for path in _class_paths(provider.data):
         module, _, name = path.rpartition(".")
         try:
