@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from functools import cached_property
-from typing import TYPE_CHECKING, Any, Awaitable, Callable, TypeVar
+from typing import TYPE_CHECKING, Any, AsyncIterator, Awaitable, Callable, TypeVar
 
 from airflow.sdk import BaseHook, conf
 
@@ -163,6 +164,27 @@ class SalesforceOAuthHook(BaseHook):
 
         return AsyncSalesforceOAuthClient(config, retry=self.retry, on_secret=sink.append, max_connections=max_connections)
 
+    @contextlib.asynccontextmanager
+    async def async_client(self, max_connections: int = 16) -> AsyncIterator[AsyncSalesforceOAuthClient]:
+        """An async client on one connection pool (for many concurrent calls, e.g. audits).
+
+        Every secret it sees is registered with the secrets masker (``amask_secret``).
+
+        :param max_connections: size of the connection pool
+        """
+        config, sink = await self.aconfig(), []
+        try:
+            async with self._async_client(config, sink, max_connections) as client:
+                yield client
+        finally:
+            await _amask(sink)
+
+    def close(self) -> None:
+        """Close the HTTP connection pool of the sync client, if one was opened."""
+        client = self.__dict__.pop("client", None)
+        if client is not None:
+            client.close()
+
     def _usable(self, token: SalesforceToken) -> bool:
         return token.is_fresh(self.leeway)
 
@@ -286,12 +308,9 @@ class SalesforceOAuthHook(BaseHook):
         return self.client.introspect(token, token_type_hint)
 
     async def aintrospect(self, token: str, token_type_hint: str = "access_token") -> IntrospectionResult:
-        config, sink = await self.aconfig(), [token]
-        try:
-            async with self._async_client(config, sink) as client:
-                return await client.introspect(token, token_type_hint)
-        finally:
-            await _amask(sink)
+        """Async :meth:`introspect`."""
+        async with self.async_client(max_connections=1) as client:
+            return await client.introspect(token, token_type_hint)
 
     def revoke(self, token: str) -> bool:
         """Revoke ``token``; True if revoked now, False if it was already invalid."""
@@ -300,21 +319,30 @@ class SalesforceOAuthHook(BaseHook):
         self.invalidate_token(access_token=token)
         return revoked
 
-    def userinfo(self) -> dict[str, Any]:
-        """The OpenID userinfo of the connection's user (one refresh on an expired token)."""
+    def userinfo(self, access_token: str | None = None) -> dict[str, Any]:
+        """The OpenID userinfo of the connection's user.
+
+        :param access_token: check exactly this token (an expired one raises
+            :class:`SalesforceSessionExpired`); default: the connection's token, refreshed once
+            if Salesforce refuses it
+        """
+        if access_token is not None:
+            _mask(access_token)
+            return self.client.userinfo(access_token)
         return self._with_token(lambda tok: self.client.userinfo(tok.access_token))
 
-    async def auserinfo(self) -> dict[str, Any]:
-        config, sink = await self.aconfig(), []
+    async def auserinfo(self, access_token: str | None = None) -> dict[str, Any]:
+        """Async :meth:`userinfo`."""
 
         async def call(tok: SalesforceToken) -> dict[str, Any]:
-            async with self._async_client(config, sink) as client:
+            async with self.async_client(max_connections=1) as client:
                 return await client.userinfo(tok.access_token)
 
-        try:
-            return await self._awith_token(call)
-        finally:
-            await _amask(sink)
+        if access_token is not None:
+            async with self.async_client(max_connections=1) as client:
+                client._on_secret(access_token)
+                return await client.userinfo(access_token)
+        return await self._awith_token(call)
 
     def query(self, soql: str) -> list[dict[str, Any]]:
         """Run SOQL and return every record, following ``nextRecordsUrl``."""
