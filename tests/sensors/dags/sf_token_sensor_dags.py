@@ -24,7 +24,10 @@ with DAG("sf_token_sensor", schedule=None, start_date=datetime(2025, 1, 1), catc
             deferrable=deferrable,
             poke_interval=0.2,
             timeout=60,
-            retries=0,
+            # Airflow retries must not multiply logins: a permanent error fails the task without
+            # them (lockout safety), which the tests check as exactly one token request per task.
+            retries=3,
+            retry_delay=timedelta(seconds=0),
             retry_attempts=1,
             retry_backoff=0.01,
         )
