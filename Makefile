@@ -16,6 +16,7 @@ $(STAMP): pyproject.toml
 venv: $(STAMP)
 
 test: $(STAMP)
+	command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq --no-install-recommends chromium)
 	$(PY) -m pytest -q -p no:cacheprovider tests
 
 demo: $(STAMP)
@@ -23,3 +24,18 @@ demo: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .demo
+
+# Benchmarks (DESIGN §7) side by side with apache-airflow-providers-salesforce, which lives only in
+# its own virtualenv (it pulls pandas, numpy, zeep, lxml): never in runtime or test dependencies.
+BENCH_VENV := .venv-bench
+BENCH_PY := $(BENCH_VENV)/bin/python
+BENCH_STAMP := $(BENCH_VENV)/.installed
+SF_PROVIDER ?= apache-airflow-providers-salesforce
+
+$(BENCH_STAMP): $(STAMP) pyproject.toml
+	test -x $(BENCH_PY) || $(PYTHON) -m venv $(BENCH_VENV)
+	$(VENV)/bin/uv pip install -q --python $(BENCH_PY) "apache-airflow==$(AIRFLOW_VERSION)" "$(SF_PROVIDER)" -e .
+	touch $(BENCH_STAMP)
+
+bench: $(STAMP) $(BENCH_STAMP)
+	$(BENCH_PY) -m benchmarks.run

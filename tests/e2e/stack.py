@@ -1,0 +1,151 @@
+"""A real Airflow stack on loopback for the end-to-end tests (no pytest in here).
+
+api-server, scheduler, triggerer and dag-processor, each in its own process group, with a temp
+``AIRFLOW_HOME`` and SQLite + ``LocalExecutor`` (accepted by Airflow 3.3 for this use), bound to
+127.0.0.1 on a free port. :meth:`AirflowStack.stop` ends every process group: SIGTERM, then
+SIGKILL after a timeout.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+__all__ = ["AirflowStack", "free_port"]
+
+COMPONENTS: dict[str, list[str]] = {
+    "api-server": ["api-server", "-H", "127.0.0.1", "-p", "{port}"],
+    "scheduler": ["scheduler", "--skip-serve-logs"],
+    "triggerer": ["triggerer", "--skip-serve-logs"],
+    "dag-processor": ["dag-processor"],
+}
+
+
+def free_port() -> int:
+    """A currently free TCP port on 127.0.0.1."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class AirflowStack:
+    """The running components, their output files and a REST client.
+
+    :param home: the stack's ``AIRFLOW_HOME`` (already migrated)
+    :param env: environment for every component
+    :param port: the api-server's port
+    """
+
+    def __init__(self, home: Path, env: dict[str, str], port: int) -> None:
+        self.home = home
+        self.env = env
+        self.port = port
+        self.base_url = f"http://127.0.0.1:{port}"
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.outputs: dict[str, Path] = {}
+        self.api = httpx.Client(base_url=self.base_url, timeout=30)
+
+    @property
+    def db_path(self) -> Path:
+        """The SQLite metadata DB."""
+        return self.home / "airflow.db"
+
+    def start(self) -> None:
+        """Start every component (own process group, output to ``<home>/<component>.out``)."""
+        for name, args in COMPONENTS.items():
+            out = self.home / f"{name}.out"
+            self.outputs[name] = out
+            with out.open("wb") as fh:
+                self.procs[name] = subprocess.Popen(
+                    [sys.executable, "-m", "airflow", *(a.format(port=self.port) for a in args)],
+                    env=self.env,
+                    cwd=self.home,
+                    stdout=fh,
+                    stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
+                    start_new_session=True,
+                )
+
+    def output(self, name: str) -> str:
+        """What a component printed so far."""
+        path = self.outputs.get(name)
+        return path.read_text(encoding="utf-8", errors="replace") if path and path.exists() else ""
+
+    def diagnostics(self, lines: int = 30) -> str:
+        """The last lines of every component's output, for assertion messages."""
+        return "\n".join(
+            f"--- {name} (exit {self.procs[name].poll()}) ---\n" + "\n".join(self.output(name).splitlines()[-lines:])
+            for name in self.procs
+        )
+
+    def wait_healthy(self, timeout: float = 120.0) -> dict[str, Any]:
+        """Poll ``/api/v2/monitor/health`` until the metadatabase, scheduler, triggerer and
+        dag processor are healthy."""
+        deadline = time.monotonic() + timeout
+        last: Any = None
+        while time.monotonic() < deadline:
+            dead = [n for n, p in self.procs.items() if p.poll() is not None]
+            if dead:
+                raise RuntimeError(f"components exited: {dead}\n{self.diagnostics()}")
+            try:
+                resp = self.api.get("/api/v2/monitor/health")
+                last = resp.json() if resp.status_code == 200 else resp.text
+                if resp.status_code == 200 and all(
+                    (last.get(c) or {}).get("status") == "healthy"
+                    for c in ("metadatabase", "scheduler", "triggerer", "dag_processor")
+                ):
+                    return last
+            except (httpx.HTTPError, ValueError) as exc:
+                last = repr(exc)
+            time.sleep(1)
+        raise TimeoutError(f"stack not healthy after {timeout} s: {last}\n{self.diagnostics()}")
+
+    def wait_dag(self, dag_id: str, timeout: float = 120.0) -> dict[str, Any]:
+        """Poll until the dag-processor has serialized ``dag_id``."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            resp = self.api.get(f"/api/v2/dags/{dag_id}")
+            if resp.status_code == 200:
+                return resp.json()
+            time.sleep(1)
+        raise TimeoutError(f"dag {dag_id} not parsed after {timeout} s\n{self.diagnostics()}")
+
+    def stop(self, timeout: float = 30.0) -> dict[str, int | None]:
+        """SIGTERM every process group, SIGKILL what is left after ``timeout``; exit codes."""
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                try:
+                    os.killpg(proc.pid, signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
+        deadline = time.monotonic() + timeout
+        for proc in self.procs.values():
+            try:
+                proc.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                pass
+        for proc in self.procs.values():
+            # the group may hold children (task runners, gunicorn/uvicorn workers) even after
+            # the leader exited
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            if proc.poll() is None:
+                proc.wait(10)
+        self.api.close()
+        return {name: proc.returncode for name, proc in self.procs.items()}
+
+
+def dumps(value: Any) -> str:
+    """JSON for request bodies and scans."""
+    return json.dumps(value, default=str)

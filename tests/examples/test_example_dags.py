@@ -1,0 +1,125 @@
+"""The example DAGs, run for real with ``airflow dags test`` against the emulator.
+
+Each run is a subprocess with its own migrated ``AIRFLOW_HOME`` (shared by this module only), the
+emulator's demo connections as ``AIRFLOW_CONN_*`` and a token cache of its own. Assertions use
+the emulator's ground truth (``org.seed_facts``) and request counters.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+
+from sf_oauth_provider.client.token import fingerprint
+from sf_oauth_provider.demo import DemoRun, airflow_env, migrate, run_dag
+from sf_oauth_provider.emulator import RunningEmulator
+
+pytestmark = pytest.mark.timeout(240)
+
+REPO = Path(__file__).resolve().parents[2]
+DAGS_FOLDER = REPO / "dags_examples"
+
+
+@pytest.fixture(scope="module")
+def examples_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A migrated ``AIRFLOW_HOME`` for this module's ``airflow dags test`` runs."""
+    home = tmp_path_factory.mktemp("examples-airflow-home")
+    migrate(airflow_env(home, DAGS_FOLDER, {}, home / "cache", home / "out"))
+    yield home
+
+
+@pytest.fixture
+def run(
+    examples_home: Path, emulator: RunningEmulator, emulator_connections: dict[str, dict[str, Any]], tmp_path: Path
+):
+    """``run(dag_id, conf)`` → :class:`DemoRun`, outputs under ``tmp_path / "out"``."""
+
+    def go(dag_id: str, conf: dict[str, Any] | None = None) -> DemoRun:
+        env = airflow_env(examples_home, DAGS_FOLDER, emulator_connections, tmp_path / "cache", tmp_path / "out")
+        result = run_dag(dag_id, env, conf, timeout=200)
+        assert result.ok, f"{dag_id} ended {result.state} (exit {result.returncode}):\n{result.output[-4000:]}"
+        return result
+
+    return go
+
+
+def _secrets(emulator: RunningEmulator) -> list[str]:
+    org = emulator.org
+    return [
+        *org.issued_tokens(),
+        *org.seed_facts["all_delete_tokens"],
+        org.demo.jwt_consumer_secret,
+        *[line for line in org.demo.jwt_private_key_pem.splitlines() if len(line) > 40],
+    ]
+
+
+def _assert_no_secrets(text: str, emulator: RunningEmulator) -> None:
+    leaked = [fingerprint(s) for s in _secrets(emulator) if s and s in text]
+    assert not leaked, f"secrets found (by fingerprint): {leaked}"
+
+
+def test_nightly_batch_report(run, emulator: RunningEmulator, tmp_path: Path) -> None:
+    result = run("nightly_batch_report")
+
+    report = result.xcoms["closed_won_report"]
+    assert set(report) == {"csv_path", "summary_path", "opportunities", "total_amount"}
+    expected = {o["Id"]: o for o in emulator.org.opportunities if o["Id"] in emulator.org.seed_facts["closed_won_yesterday_ids"]}
+    with open(report["csv_path"], newline="", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    assert {r["Id"] for r in rows} == set(expected) and len(rows) == len(expected) == report["opportunities"]
+    for r in rows:
+        assert r["Name"] == expected[r["Id"]]["Name"]
+        assert float(r["Amount"]) == expected[r["Id"]]["Amount"]
+    total = sum(o["Amount"] for o in expected.values())
+    assert report["total_amount"] == pytest.approx(total)
+    summary = Path(report["summary_path"]).read_text(encoding="utf-8")
+    assert f"Deals: {len(expected)}" in summary and f"{total:,.2f}" in summary
+    assert Path(report["csv_path"]).parent == tmp_path / "out" / "nightly_batch_report"
+
+    sensor = result.xcoms["wait_for_token"]
+    assert sensor["fingerprint"].startswith("sha256:")
+    # revoke_current defaults to false: the revocation task was skipped, nothing was revoked
+    assert "revoke_current_token" not in result.xcoms
+    assert emulator.org.count("revoke") == 0
+    assert emulator.org.count("token") == 1
+    _assert_no_secrets(result.output + json.dumps(result.xcoms), emulator)
+
+
+def test_token_audit_dry_run_revokes_nothing(run, emulator: RunningEmulator) -> None:
+    rows_before = len(emulator.org.oauth_token_rows())
+    result = run("token_audit", {"revoke_stale": True})  # dry_run defaults to true
+
+    audit = result.xcoms["audit_tokens"]
+    expected_stale = sorted(fingerprint(t) for t in emulator.org.seed_facts["stale_delete_tokens"])
+    assert sorted(audit["stale_token_fingerprints"]) == expected_stale and expected_stale
+    for path in audit["report_files"].values():
+        assert Path(path).is_file() and Path(path).stat().st_size > 0
+    revoke = result.xcoms["revoke_stale_tokens"]
+    assert revoke["dry_run"] is True and revoke["revoked"] == 0
+    assert sorted(i["fingerprint"] for i in revoke["items"] if i["outcome"] == "would_revoke") == expected_stale
+    assert emulator.org.count("revoke") == 0
+    assert len(emulator.org.oauth_token_rows()) == rows_before
+    reports = "".join(Path(p).read_text(encoding="utf-8") for p in audit["report_files"].values())
+    _assert_no_secrets(result.output + json.dumps(result.xcoms) + reports, emulator)
+
+
+def test_emergency_revocation(run, emulator: RunningEmulator) -> None:
+    stale = emulator.org.seed_facts["stale_delete_tokens"][:2]
+    wanted = [fingerprint(t) for t in stale]
+    rows_before = len(emulator.org.oauth_token_rows())
+    result = run("emergency_revocation", {"token_fingerprints": wanted, "revoke_current": True, "dry_run": False})
+
+    by_fp = result.xcoms["revoke_by_fingerprint"]
+    assert by_fp["dry_run"] is False and by_fp["revoked"] == 2 and by_fp["failed"] == 0
+    assert sorted(i["fingerprint"] for i in by_fp["items"]) == sorted(wanted)
+    current = result.xcoms["revoke_current_token"]
+    assert current["revoked"] == 1
+    assert len(emulator.org.oauth_token_rows()) == rows_before - 2
+    live = {a.refresh_token for a in emulator.org.oauth_token_rows()}  # DeleteToken = the approval's token
+    assert not set(stale) & live
+    assert emulator.org.count("revoke") == 3
+    _assert_no_secrets(result.output + json.dumps(result.xcoms), emulator)
