@@ -16,11 +16,6 @@ mounted on ``https://login.salesforce.com/`` and ``https://test.salesforce.com/`
 URL to the emulator's ``http://127.0.0.1:PORT/login/...`` / ``/test/...``. Nothing else changes:
 the JWT (``aud`` = ``https://login.salesforce.com``) is built and signed by simple-salesforce.
 
-One shim: simple-salesforce writes ``exp`` as a string of digits (``'exp': f'{ts:.0f}'``), which
-Salesforce accepts but the emulator rejects as ``invalid assertion``. :func:`numeric_exp_shim`
-wraps ``simple_salesforce.login.jwt.encode`` so that ``exp`` goes out as the same number, an int.
-Same signing work, same single request per login; ``--no-exp-shim`` shows the emulator's answer.
-
     python -m benchmarks.token_requests --base-url http://127.0.0.1:PORT --state-dir DIR
 """
 
@@ -36,7 +31,7 @@ from typing import Any
 
 from benchmarks._common import admin, emit, load_connections
 
-__all__ = ["main", "numeric_exp_shim", "run_scenario"]
+__all__ = ["main", "run_scenario"]
 
 OURS_CONN_ID = "salesforce_oauth_default"
 THEIRS_CONN_ID = "salesforce_default"
@@ -64,22 +59,6 @@ def _emulator_session(login_url: str, test_url: str) -> Any:
     session.mount("https://login.salesforce.com/", ToEmulator("https://login.salesforce.com", login_url))
     session.mount("https://test.salesforce.com/", ToEmulator("https://test.salesforce.com", test_url))
     return session
-
-
-def numeric_exp_shim() -> None:
-    """Make simple-salesforce send ``exp`` as an int (the emulator rejects a string ``exp``)."""
-    import types
-
-    import jwt
-    import simple_salesforce.login as sf_login
-
-    def encode(payload: dict[str, Any], *args: Any, **kwargs: Any) -> str:
-        exp = payload.get("exp")
-        if isinstance(exp, str) and exp.isdigit():
-            payload = {**payload, "exp": int(exp)}
-        return jwt.encode(payload, *args, **kwargs)
-
-    sf_login.jwt = types.SimpleNamespace(encode=encode)  # type: ignore[attr-defined]
 
 
 def _child(provider: str, login_url: str, test_url: str) -> dict[str, Any]:
@@ -161,7 +140,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--state-dir", required=True)
     p.add_argument("--sequential", type=int, default=20)
     p.add_argument("--together", type=int, default=16)
-    p.add_argument("--no-exp-shim", action="store_true", help="send simple-salesforce's JWT unchanged")
     args = p.parse_args(argv)
 
     base = args.base_url.rstrip("/")
@@ -184,9 +162,6 @@ def main(argv: list[str] | None = None) -> int:
     import requests.adapters  # noqa: F401
     import simple_salesforce  # noqa: F401
 
-    if not args.no_exp_shim:
-        numeric_exp_shim()
-
     import sf_oauth_provider.client.cache  # noqa: F401
     import sf_oauth_provider.client.oauth  # noqa: F401
     import sf_oauth_provider.hooks.salesforce_oauth  # noqa: F401
@@ -204,7 +179,6 @@ def main(argv: list[str] | None = None) -> int:
                 results[f"{provider}_{mode}"] = run
                 print(f"# {provider:6} {mode:10} {count:2} processes -> {run['token_requests']} token requests "
                       f"({run['elapsed_s']:.2f} s, failures {run['failures']})", file=sys.stderr, flush=True)
-    results["exp_shim"] = not args.no_exp_shim
     emit(results)
     return 0
 

@@ -221,6 +221,8 @@ def build_app(org: Org) -> Starlette:
         if not any(isinstance(a, str) and a.rstrip("/") in allowed for a in auds):
             return _oauth_error("invalid_grant", "audience is invalid")
         exp = claims.get("exp")
+        if isinstance(exp, str) and exp.isdigit():
+            exp = int(exp)  # Salesforce accepts a string of digits (simple-salesforce sends one)
         if isinstance(exp, bool) or not isinstance(exp, (int, float)):
             return invalid
         now = org.clock.now()

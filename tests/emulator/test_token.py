@@ -92,6 +92,11 @@ def test_jwt_expiry_rules(emulator: RunningEmulator) -> None:
     _err(r, "invalid_grant", "invalid assertion")
     r = token_post(emulator.login_url, grant_type=JWT_GRANT, assertion=assertion(emulator, exp=None))
     _err(r, "invalid_grant", "invalid assertion")
+    # a string of digits is accepted, as Salesforce does (simple-salesforce sends one) ...
+    jwt_token(emulator, exp=str(now + 120))
+    # ... but not any other string
+    r = token_post(emulator.login_url, grant_type=JWT_GRANT, assertion=assertion(emulator, exp="soon"))
+    _err(r, "invalid_grant", "invalid assertion")
     # the org clock, not the wall clock, decides
     emulator.org.clock.advance(3600)
     r = token_post(emulator.login_url, grant_type=JWT_GRANT, assertion=assertion(emulator, exp=now + 120))
