@@ -313,7 +313,6 @@ def test_dag_run_fails_fast_with_the_hint(dag_run, task_id):
     assert "invalid assertion" in log
     assert "must match the certificate uploaded to the connected app" in log
     assert dag_run["token_requests"][task_id] == 1  # retries=3, yet one request: no lockout
-    assert dag_run["durations"][task_id] < 45  # failed at once, not after the 60 s sensor timeout
     assert task_id not in dag_run["xcom"]
     assert "SalesforceTokenTrigger" not in log  # failed on the worker, never deferred
     assert not leaked(dag_run["issued"], dag_run["output"])
