@@ -76,6 +76,8 @@ class OAuthConfig:
     session_timeout: float = 7200.0
     token_cache: str = "file"
     timeout: float = 30.0
+    #: hash of every credential (consumer secret, public key, refresh token): part of the cache key
+    credential_digest: str = field(default="", repr=False)
 
     @property
     def token_url(self) -> str:
@@ -93,8 +95,14 @@ class OAuthConfig:
 
     @property
     def cache_key(self) -> str:
-        """Stable key of this identity: host, consumer key, flow and subject (hashed)."""
-        raw = "\x1f".join((self.host.lower(), self.consumer_key, self.auth_flow, self.subject))
+        """Stable key of this identity: host, consumer key, flow, subject and credentials (hashed).
+
+        The credentials are part of it so that a connection with a wrong secret or key is never
+        handed the token another connection cached: it must authenticate on its own.
+        """
+        raw = "\x1f".join(
+            (self.host.lower(), self.consumer_key, self.auth_flow, self.subject, self.credential_digest)
+        )
         return hashlib.sha256(raw.encode("utf-8")).hexdigest()[:32]
 
     @property
@@ -197,12 +205,13 @@ class OAuthConfig:
         if token_cache not in CACHE_MODES:
             raise fail(f"extra 'token_cache' must be one of {', '.join(CACHE_MODES)}, got {extra.get('token_cache')!r}", "extra.token_cache")
 
+        consumer_secret = (password or "").strip() or None
         return cls(
             conn_id=conn_id,
             host=host_url,
             consumer_key=consumer_key,
             auth_flow=auth_flow,
-            consumer_secret=(password or "").strip() or None,
+            consumer_secret=consumer_secret,
             username=username,
             audience=audience,
             private_key=private_key,
@@ -211,7 +220,21 @@ class OAuthConfig:
             session_timeout=number("session_timeout", 7200.0, 60, 86400 * 7),
             token_cache=token_cache,
             timeout=number("timeout", 30.0, 0.1, 600),
+            credential_digest=_credential_digest(consumer_secret, private_key, refresh_token),
         )
+
+
+def _credential_digest(secret: str | None, key: RSAPrivateKey | None, refresh_token: str | None) -> str:
+    digest = hashlib.sha256()
+    for part in (secret, refresh_token):
+        digest.update((part or "").encode("utf-8") + b"\x1f")
+    if key is not None:
+        from cryptography.hazmat.primitives import serialization
+
+        digest.update(key.public_key().public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        ))
+    return digest.hexdigest()
 
 
 def _default_audience(hostname: str) -> str:

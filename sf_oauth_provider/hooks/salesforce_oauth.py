@@ -11,7 +11,6 @@ from airflow.sdk import BaseHook, conf
 
 from sf_oauth_provider.client.config import OAuthConfig
 from sf_oauth_provider.client.errors import SalesforceConfigError, SalesforceOAuthError, SalesforceSessionExpired
-from sf_oauth_provider.client.masking import secret_forms
 from sf_oauth_provider.client.token import IntrospectionResult, SalesforceToken
 
 if TYPE_CHECKING:
@@ -24,30 +23,21 @@ __all__ = ["SalesforceOAuthHook"]
 
 T = TypeVar("T")
 _SECRET_EXTRAS = ("private_key", "private_key_passphrase", "refresh_token")
-#: access tokens this process already registered with the secrets masker
-_masked: set[str] = set()
 
 
 def _mask(secret: str | None) -> None:
     """Register ``secret`` (in every form it can take in text) with Airflow's secrets masker."""
-    if not secret or secret in _masked:
-        return
-    from airflow.sdk.log import mask_secret
+    from sf_oauth_provider.masking import mask_secrets
 
-    for form in secret_forms(secret):
-        mask_secret(form)
-    _masked.add(secret)
+    mask_secrets([secret])
 
 
 async def _amask(secrets: list[str]) -> None:
-    from airflow.sdk.log import amask_secret
+    """Register (and forget) the secrets an async client reported."""
+    from sf_oauth_provider.masking import amask_secrets
 
-    while secrets:
-        secret = secrets.pop()
-        if secret and secret not in _masked:
-            for form in secret_forms(secret):
-                await amask_secret(form)
-            _masked.add(secret)
+    batch, secrets[:] = list(secrets), []
+    await amask_secrets(batch)
 
 
 class SalesforceOAuthHook(BaseHook):

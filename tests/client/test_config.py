@@ -173,6 +173,16 @@ def test_cache_key_separates_identities():
     assert a.cache_key != build(host="https://test.salesforce.com").cache_key
 
 
+def test_cache_key_depends_on_the_credentials():
+    """A connection with a wrong secret or key must not be handed another connection's token."""
+    key = pem(rsa_key())
+    a = build(private_key=key, password="right")
+    assert a.cache_key == build(private_key=key, password="right").cache_key
+    assert a.cache_key != build(private_key=key, password="wrong").cache_key
+    assert a.cache_key != build(private_key=pem(rsa_key(2048, 1)), password="right").cache_key
+    assert "right" not in a.credential_digest and "right" not in repr(a)
+
+
 def test_refresh_token_not_in_cache_key_or_repr():
     cfg = build(auth_flow="refresh_token", refresh_token="5Aep861SECRETVALUE")
     assert "SECRETVALUE" not in repr(cfg) and "SECRETVALUE" not in cfg.cache_key + cfg.subject

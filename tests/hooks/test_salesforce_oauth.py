@@ -373,3 +373,14 @@ def test_no_secret_in_debug_output(emulator, sf_connections, set_connection, cap
     for secret in secrets:
         assert secret and secret not in text
     assert "eyJ" not in text  # no JWT assertion (base64 of '{"')
+
+
+def test_wrong_key_is_not_handed_the_cached_token(emulator, sf_connections, set_connection):
+    """The cache key includes the credentials: knowing the consumer key and username is not enough."""
+    from tests.keys import pem, rsa_key
+
+    hook().get_token()
+    set_connection("sf_bad", _jwt_conn(sf_connections, extra={"private_key_path": None, "private_key": pem(rsa_key())}))
+    with pytest.raises(E.SalesforceAuthError, match="invalid assertion"):
+        hook("sf_bad").get_token()
+    assert emulator.org.count("token") == 2

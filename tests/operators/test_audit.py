@@ -77,14 +77,14 @@ def forget_masks():
     Only those secrets are removed, so what other code registered stays masked."""
     from airflow.sdk._shared.secrets_masker import _secrets_masker
 
-    from sf_oauth_provider.operators import _common
+    from sf_oauth_provider import masking
 
     forget: list[str] = []
     yield forget
     masker = _secrets_masker()
     masker.patterns -= {re.escape(s) for s in forget}
     masker.replacer = re.compile("|".join(masker.patterns)) if masker.patterns else None
-    _common._masked.difference_update(forget)
+    masking._masked.difference_update(forget)
 
 
 def test_audit_of_seeded_org_finds_exactly_the_seeded_facts(sf_connections, emulator, tmp_path, caplog, capfd):
