@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import tempfile
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import pytest
 
@@ -46,3 +47,20 @@ def sf_connections(emulator_connections, set_connection, cache_dir) -> dict[str,
     for conn_id, conn in emulator_connections.items():
         set_connection(conn_id, conn)
     return emulator_connections
+
+
+@pytest.fixture(autouse=True)
+def _fresh_secrets_masker() -> Iterator[None]:
+    """Forget, after each test, the secrets it registered with Airflow's secrets masker.
+
+    Tests mint thousands of tokens; a masker holding all of them recompiles one huge pattern for
+    every new secret, which slows every later test by seconds. A task process starts empty too.
+    """
+    yield
+    module = sys.modules.get("airflow.sdk._shared.secrets_masker")
+    if module is None:
+        return
+    module.reset_secrets_masker()
+    masking = sys.modules.get("sf_oauth_provider.masking")
+    if masking is not None:
+        masking._masked.clear()

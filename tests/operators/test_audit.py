@@ -70,23 +70,6 @@ def _kind(result: dict, kind: str) -> set[str]:
     return {f["fingerprint"] for f in result["findings"] if f["kind"] == kind}
 
 
-@pytest.fixture
-def forget_masks():
-    """Take the given secrets out of Airflow's secrets masker after the test: a test that masks
-    thousands of tokens would otherwise make every later new secret recompile a huge pattern.
-    Only those secrets are removed, so what other code registered stays masked."""
-    from airflow.sdk._shared.secrets_masker import _secrets_masker
-
-    from sf_oauth_provider import masking
-
-    forget: list[str] = []
-    yield forget
-    masker = _secrets_masker()
-    masker.patterns -= {re.escape(s) for s in forget}
-    masker.replacer = re.compile("|".join(masker.patterns)) if masker.patterns else None
-    masking._masked.difference_update(forget)
-
-
 def test_audit_of_seeded_org_finds_exactly_the_seeded_facts(sf_connections, emulator, tmp_path, caplog, capfd):
     org = emulator.org
     facts = org.seed_facts
@@ -252,9 +235,8 @@ def test_raw_tokens_need_a_consumer_secret(sf_connections, set_connection, emula
         op.execute(context())
 
 
-def test_five_thousand_token_audit_with_progress(sf_connections, emulator, tmp_path, caplog, capfd, forget_masks):
+def test_five_thousand_token_audit_with_progress(sf_connections, emulator, tmp_path, caplog, capfd):
     tokens = emulator.org.mint_tokens(5000)
-    forget_masks += tokens
     # The emulator serves from a thread of this process (one GIL): 4 in flight is its sweet spot
     # here; throughput against the default of 16 is measured by benchmarks/, not by tests.
     op = SalesforceTokenAuditOperator(
