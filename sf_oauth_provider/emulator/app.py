@@ -446,6 +446,22 @@ def build_app(org: Org) -> Starlette:
             "custom_domain": root,
         }
 
+    def user_facts(bases: _Bases, user: User) -> dict[str, Any]:
+        """What userinfo and the identity URL both say about a user."""
+        return {
+            "user_id": user.id,
+            "organization_id": org.org_id,
+            "email": user.email,
+            "email_verified": True,
+            "active": user.is_active,
+            "user_type": "STANDARD",
+            "language": "en_US",
+            "locale": "en_US",
+            "utcOffset": -28800000,
+            "is_app_installed": True,
+            "urls": user_urls(bases, user),
+        }
+
     async def userinfo(request: Request) -> Response:
         faulted = await guard("userinfo")
         if faulted is not None:
@@ -458,24 +474,14 @@ def build_app(org: Org) -> Starlette:
         return JSONResponse(
             {
                 "sub": bases.id_url(org, user),
-                "user_id": user.id,
-                "organization_id": org.org_id,
                 "preferred_username": user.username,
                 "nickname": user.username.split("@")[0],
                 "name": user.name,
                 "given_name": user.first_name,
                 "family_name": user.last_name,
-                "email": user.email,
-                "email_verified": True,
                 "zoneinfo": user.timezone,
                 "profile": f"{bases.root}/{user.id}",
-                "active": user.is_active,
-                "user_type": "STANDARD",
-                "language": "en_US",
-                "locale": "en_US",
-                "utcOffset": -28800000,
-                "is_app_installed": True,
-                "urls": user_urls(bases, user),
+                **user_facts(bases, user),
             }
         )
 
@@ -496,23 +502,13 @@ def build_app(org: Org) -> Starlette:
             {
                 "id": bases.id_url(org, user),
                 "asserted_user": True,
-                "user_id": user.id,
-                "organization_id": org.org_id,
                 "username": user.username,
                 "nick_name": user.username.split("@")[0],
                 "display_name": user.name,
-                "email": user.email,
-                "email_verified": True,
                 "first_name": user.first_name,
                 "last_name": user.last_name,
                 "timezone": user.timezone,
-                "active": user.is_active,
-                "user_type": "STANDARD",
-                "language": "en_US",
-                "locale": "en_US",
-                "utcOffset": -28800000,
-                "is_app_installed": True,
-                "urls": user_urls(bases, user),
+                **user_facts(bases, user),
             }
         )
 
