@@ -6,6 +6,7 @@ import hashlib
 import ipaddress
 import re
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import TYPE_CHECKING, Any, Mapping
 from urllib.parse import urlsplit
 
@@ -93,7 +94,7 @@ class OAuthConfig:
             return "rt:" + hashlib.sha256((self.refresh_token or "").encode()).hexdigest()[:16]
         return "app"
 
-    @property
+    @cached_property
     def cache_key(self) -> str:
         """Stable key of this identity: host, consumer key, flow, subject and credentials (hashed).
 
