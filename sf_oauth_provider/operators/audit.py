@@ -354,8 +354,7 @@ class SalesforceTokenAuditOperator(BaseOperator):
         try:
             self._probe_connection(hook, entry, failed)
         finally:
-            if "client" in hook.__dict__:  # the hook's lazily built sync client
-                hook.client.close()
+            hook.close()
         return entry
 
     def _probe_connection(self, hook: SalesforceOAuthHook, entry: _Entry, failed: list[dict[str, Any]]) -> None:

@@ -139,6 +139,13 @@ class SalesforceTokenSensor(BaseSensorOperator):
 
         :param context: the task context
         """
+        try:
+            return self._execute(context)
+        finally:
+            if "hook" in self.__dict__:  # close the HTTP pool the pokes shared
+                self.__dict__.pop("hook").close()
+
+    def _execute(self, context: Context) -> Any:
         if not self.deferrable:
             return super().execute(context)
         from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
