@@ -150,7 +150,6 @@ class SalesforceRevokeTokenOperator(BaseOperator):
     def execute(self, context: Context) -> dict[str, Any]:
         from airflow.sdk.exceptions import AirflowFailException
 
-        from sf_oauth_provider.client.errors import SalesforceOAuthError
         from sf_oauth_provider.hooks.salesforce_oauth import SalesforceOAuthHook
         from sf_oauth_provider.operators._common import as_bool, build_retry, parse_fingerprints, parse_list
 
@@ -170,6 +169,18 @@ class SalesforceRevokeTokenOperator(BaseOperator):
         hook = SalesforceOAuthHook(
             self.salesforce_oauth_conn_id, retry=build_retry(self.retry_attempts, self.retry_backoff)
         )
+        try:
+            return self._revoke(context, hook, raw_tokens, wanted, dry_run)
+        finally:
+            hook.close()
+
+    def _revoke(
+        self, context: Context, hook: SalesforceOAuthHook, raw_tokens: list[str], wanted: list[str], dry_run: bool
+    ) -> dict[str, Any]:
+        from airflow.sdk.exceptions import AirflowFailException
+
+        from sf_oauth_provider.client.errors import SalesforceOAuthError
+
         try:
             hook.config  # noqa: B018 — validate the connection first (a config error is permanent)
             targets, unmatched = self._resolve(hook, raw_tokens, wanted)

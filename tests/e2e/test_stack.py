@@ -315,7 +315,7 @@ def test_no_secret_anywhere_the_stack_stored(stack_run: StackRun) -> None:
     logs = _task_logs(run)
     run_logs = {p: t for p, t in logs.items() if f"dag_id={DAG_ID}" in str(p)}
     assert any(f"task_id={SENSOR}" in str(p) for p in run_logs), sorted(map(str, logs))
-    assert any(f"task_id=closed_won_report" in str(p) for p in run_logs)
+    assert any("task_id=closed_won_report" in str(p) for p in run_logs)
     sensor_xcom = run.stack.api.get(
         f"/api/v2/dags/{DAG_ID}/dagRuns/{run.run_id}/taskInstances/{SENSOR}/xcomEntries/return_value"
     ).json()["value"]

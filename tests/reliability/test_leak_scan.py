@@ -11,7 +11,6 @@ import json
 import logging
 from pathlib import Path
 
-import pytest
 from airflow.sdk.exceptions import AirflowException
 
 from sf_oauth_provider.client.token import fingerprint
