@@ -71,6 +71,24 @@ class RetryPolicy:
     max_backoff: float = 8.0
     max_total: float = 60.0
 
+    @classmethod
+    def from_numbers(cls, attempts: int | None, backoff: float | None) -> RetryPolicy | None:
+        """A policy from plain numbers, as operators and triggers take them (``None`` for both:
+        the default policy, returned as ``None``).
+
+        :param attempts: tries in all for a transient error
+        :param backoff: first wait in seconds (grows exponentially up to 16 × this, at most 8 s)
+        """
+        if attempts is None and backoff is None:
+            return None
+        default = cls()
+        first = default.initial_backoff if backoff is None else float(backoff)
+        return cls(
+            attempts=default.attempts if attempts is None else max(1, int(attempts)),
+            initial_backoff=first,
+            max_backoff=min(default.max_backoff, max(first, first * 16)),
+        )
+
     def _kwargs(self) -> dict[str, Any]:
         return {
             "stop": stop_after_attempt(max(1, self.attempts)) | stop_after_delay(self.max_total),

@@ -556,7 +556,9 @@ def build_app(org: Org) -> Starlette:
             body["nextRecordsUrl"] = f"/services/data/v{version}/query/{locator}-{offset + size}"
         return body
 
-    async def query(request: Request) -> Response:
+    async def data_request(request: Request) -> Response | tuple[str, AccessTokenRecord]:
+        """What every query request goes through: faults, the API version, the session.
+        Returns the error response, or the version and the caller's token."""
         faulted = await guard("query", data_api=True)
         if faulted is not None:
             return faulted
@@ -566,6 +568,13 @@ def build_app(org: Org) -> Starlette:
         rec = org.use_access_token(_bearer(request))
         if rec is None:
             return _data_error("INVALID_SESSION_ID", "Session expired or invalid", 401)
+        return version, rec
+
+    async def query(request: Request) -> Response:
+        checked = await data_request(request)
+        if isinstance(checked, Response):
+            return checked
+        version, rec = checked
         q = request.query_params.get("q")
         if not q:
             return _data_error("MALFORMED_QUERY", "A query string has to be specified", 400)
@@ -587,15 +596,10 @@ def build_app(org: Org) -> Starlette:
         return JSONResponse(body)
 
     async def query_more(request: Request) -> Response:
-        faulted = await guard("query", data_api=True)
-        if faulted is not None:
-            return faulted
-        version = _version(request)
-        if version is None:
-            return _data_error("NOT_FOUND", "The requested resource does not exist", 404)
-        rec = org.use_access_token(_bearer(request))
-        if rec is None:
-            return _data_error("INVALID_SESSION_ID", "Session expired or invalid", 401)
+        checked = await data_request(request)
+        if isinstance(checked, Response):
+            return checked
+        version, rec = checked
         locator, _, off = request.path_params["locator"].rpartition("-")
         with org.lock:
             cursor = org.cursors.get(locator)

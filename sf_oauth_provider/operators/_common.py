@@ -25,7 +25,6 @@ if TYPE_CHECKING:
     from airflow.sdk import Context
 
     from sf_oauth_provider.client.errors import SalesforceOAuthError
-    from sf_oauth_provider.client.oauth import RetryPolicy
     from sf_oauth_provider.hooks.salesforce_oauth import SalesforceOAuthHook
 
 __all__ = [
@@ -35,7 +34,6 @@ __all__ = [
     "Progress",
     "as_bool",
     "bounded_map",
-    "build_retry",
     "fail_if_permanent",
     "mask_secrets",
     "parse_fingerprints",
@@ -238,26 +236,6 @@ async def bounded_map(
     return list(await asyncio.gather(*(one(item) for item in items)))
 
 
-def build_retry(attempts: int | None, backoff: float | None) -> RetryPolicy | None:
-    """A hook retry policy from plain numbers (``None`` for both: the hook's default).
-
-    :param attempts: tries in all for a transient error
-    :param backoff: first wait in seconds (grows exponentially up to 16 × this, at most 8 s)
-    """
-    if attempts is None and backoff is None:
-        return None
-    from sf_oauth_provider.client.oauth import RetryPolicy
-
-    default = RetryPolicy()
-    first = default.initial_backoff if backoff is None else float(backoff)
-    return RetryPolicy(
-        attempts=default.attempts if attempts is None else max(1, int(attempts)),
-        initial_backoff=first,
-        max_backoff=min(default.max_backoff, max(first, first * 16)),
-    )
-
-
-# ---- outcomes --------------------------------------------------------------------------------
 def fail_if_permanent(exc: SalesforceOAuthError, what: str) -> None:
     """Raise ``AirflowFailException`` (no Airflow retries) for a permanent error; return for a
     transient one so the caller re-raises it and Airflow retries.

@@ -220,7 +220,8 @@ class SalesforceTokenAuditOperator(BaseOperator):
 
         from sf_oauth_provider.client.errors import SalesforceOAuthError
         from sf_oauth_provider.hooks.salesforce_oauth import SalesforceOAuthHook
-        from sf_oauth_provider.operators._common import build_retry, fail_if_permanent, parse_list
+        from sf_oauth_provider.client.oauth import RetryPolicy
+        from sf_oauth_provider.operators._common import fail_if_permanent, parse_list
 
         try:  # raw tokens were masked when rendered; execute() masks them again before use
             raw_tokens = parse_list(self.tokens, "tokens")
@@ -228,7 +229,7 @@ class SalesforceTokenAuditOperator(BaseOperator):
         except (TypeError, ValueError) as exc:
             raise AirflowFailException(str(exc)) from None
         now = datetime.now(timezone.utc)
-        retry = build_retry(self.retry_attempts, self.retry_backoff)
+        retry = RetryPolicy.from_numbers(self.retry_attempts, self.retry_backoff)
         hook = SalesforceOAuthHook(self.salesforce_oauth_conn_id, retry=retry)
 
         entries: list[_Entry] = []

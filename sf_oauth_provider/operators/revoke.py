@@ -151,7 +151,8 @@ class SalesforceRevokeTokenOperator(BaseOperator):
         from airflow.sdk.exceptions import AirflowFailException
 
         from sf_oauth_provider.hooks.salesforce_oauth import SalesforceOAuthHook
-        from sf_oauth_provider.operators._common import as_bool, build_retry, parse_fingerprints, parse_list
+        from sf_oauth_provider.client.oauth import RetryPolicy
+        from sf_oauth_provider.operators._common import as_bool, parse_fingerprints, parse_list
 
         self._mask_tokens()
         try:
@@ -167,7 +168,7 @@ class SalesforceRevokeTokenOperator(BaseOperator):
             return summary
 
         hook = SalesforceOAuthHook(
-            self.salesforce_oauth_conn_id, retry=build_retry(self.retry_attempts, self.retry_backoff)
+            self.salesforce_oauth_conn_id, retry=RetryPolicy.from_numbers(self.retry_attempts, self.retry_backoff)
         )
         try:
             return self._revoke(context, hook, raw_tokens, wanted, dry_run)

@@ -78,11 +78,11 @@ class SalesforceTokenSensor(BaseSensorOperator):
     @cached_property
     def hook(self) -> SalesforceOAuthHook:
         """The hook, made once per task try so its HTTP client is reused by every poke."""
+        from sf_oauth_provider.client.oauth import RetryPolicy
         from sf_oauth_provider.hooks.salesforce_oauth import SalesforceOAuthHook
-        from sf_oauth_provider.triggers.token import build_retry
 
         return SalesforceOAuthHook(
-            self.salesforce_oauth_conn_id, retry=build_retry(self.retry_attempts, self.retry_backoff)
+            self.salesforce_oauth_conn_id, retry=RetryPolicy.from_numbers(self.retry_attempts, self.retry_backoff)
         )
 
     def check_once(self) -> TokenCheckOutcome:

@@ -20,7 +20,6 @@ from typing import TYPE_CHECKING, Any, AsyncIterator, Awaitable, Callable, Gener
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 if TYPE_CHECKING:
-    from sf_oauth_provider.client.oauth import RetryPolicy
     from sf_oauth_provider.client.token import IntrospectionResult, SalesforceToken
     from sf_oauth_provider.hooks.salesforce_oauth import SalesforceOAuthHook
 
@@ -32,7 +31,6 @@ __all__ = [
     "SalesforceTokenTrigger",
     "TokenCheckOutcome",
     "arun_flow",
-    "build_retry",
     "judge",
     "resolve_check",
     "run_flow",
@@ -272,24 +270,6 @@ async def arun_flow(
     raise RuntimeError("token check flow did not finish")
 
 
-def build_retry(attempts: int | None, backoff: float | None) -> RetryPolicy | None:
-    """A hook retry policy from plain numbers (``None`` for both: the hook's default).
-
-    :param attempts: tries in all for a transient error
-    :param backoff: first wait in seconds (grows exponentially)
-    """
-    if attempts is None and backoff is None:
-        return None
-    from sf_oauth_provider.client.oauth import RetryPolicy
-
-    default = RetryPolicy()
-    return RetryPolicy(
-        attempts=default.attempts if attempts is None else int(attempts),
-        initial_backoff=default.initial_backoff if backoff is None else float(backoff),
-    )
-
-
-# ---- the trigger ------------------------------------------------------------------------------
 class SalesforceTokenTrigger(BaseTrigger):
     """Wait, with async I/O only, until the connection's token is alive and lives long enough.
 
@@ -338,10 +318,11 @@ class SalesforceTokenTrigger(BaseTrigger):
         )
 
     def _hook(self) -> SalesforceOAuthHook:
+        from sf_oauth_provider.client.oauth import RetryPolicy
         from sf_oauth_provider.hooks.salesforce_oauth import SalesforceOAuthHook
 
         return SalesforceOAuthHook(
-            self.salesforce_oauth_conn_id, retry=build_retry(self.retry_attempts, self.retry_backoff)
+            self.salesforce_oauth_conn_id, retry=RetryPolicy.from_numbers(self.retry_attempts, self.retry_backoff)
         )
 
     async def check_once(self, hook: SalesforceOAuthHook) -> TokenCheckOutcome:
