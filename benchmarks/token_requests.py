@@ -150,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
         "login": ours["extra"]["username"],  # JWT subject
         "extra": {
             "consumer_key": ours["login"],
-            "private_key_file_path": ours["extra"]["private_key_path"],
+            "private_key_file_path": ours["extra"]["jwt_key_file"],
             "domain": "login",
         },
     }

@@ -42,7 +42,7 @@ CONN_FIELDS: dict[str, dict[str, Any]] = {
         {"type": _STR, "format": "multiline"},
         sensitive=True,
     ),
-    "private_key_path": _field(
+    "jwt_key_file": _field(
         "Private key file",
         "Path to a PEM private key file readable by workers and the triggerer (instead of Private key).",
         {"type": _STR},
@@ -72,10 +72,11 @@ CONN_FIELDS: dict[str, dict[str, Any]] = {
         "Default 7200.",
         {"type": _NUM},
     ),
-    "token_cache": _field(
+    "cache": _field(
         "Token cache",
-        "file: shared by every task on the host (default); memory: per process; none: no caching.",
-        {"type": "string", "enum": ["file", "memory", "none"], "default": "file"},
+        "auto (default): the widest store configured, today the host's file store; file: shared by every "
+        "task on the host; memory: per process; none: no caching.",
+        {"type": "string", "enum": ["auto", "file", "memory", "none"], "default": "auto"},
     ),
     "timeout": _field("HTTP timeout (s)", "Timeout of each HTTP request to Salesforce. Default 30.", {"type": _NUM}),
 }

@@ -41,8 +41,8 @@ def test_connection_form_metadata_as_the_ui_reads_it():
     assert standard.password.title == "Consumer Secret"
     assert standard.port.hidden and standard.url_schema.hidden
     extra = meta.extra_fields
-    expected = {"auth_flow", "username", "private_key", "private_key_path", "private_key_passphrase", "audience",
-                "refresh_token", "api_version", "session_timeout", "token_cache", "timeout"}
+    expected = {"auth_flow", "username", "private_key", "jwt_key_file", "private_key_passphrase", "audience",
+                "refresh_token", "api_version", "session_timeout", "cache", "timeout"}
     assert expected <= set(extra)
     assert extra["auth_flow"]["schema"]["enum"] == ["jwt_bearer", "client_credentials", "refresh_token"]
     assert extra["auth_flow"]["value"] == "jwt_bearer"  # a default keeps the form's Save button usable
@@ -60,3 +60,27 @@ def test_provider_info_is_self_consistent():
     (conn,) = info["connection-types"]
     assert conn["connection-type"] == "salesforce_oauth"
     assert set(conn["ui-field-behaviour"]["hidden-fields"]) == {"schema", "port"}
+
+
+def test_conn_fields_are_the_extras_the_config_reads():
+    from sf_oauth_provider.client.config import CACHE_MODES, KNOWN_EXTRAS
+
+    (conn,) = get_provider_info()["connection-types"]
+    assert set(conn["conn-fields"]) == set(KNOWN_EXTRAS)
+    assert conn["conn-fields"]["cache"]["schema"]["enum"] == list(CACHE_MODES)
+
+
+def test_airflow_masker_leaves_non_secret_field_values_readable(tmp_path):
+    """Airflow masks the value of every extra whose *name* looks sensitive (``token_cache``,
+    ``private_key_path`` did): ``memory`` or a key file path turned into ``***`` in every log line."""
+    from airflow.sdk.log import mask_secret, redact
+
+    (conn,) = get_provider_info()["connection-types"]
+    key_file = str(tmp_path / "salesforce-jwt.pem")
+    values = {"cache": "memory", "jwt_key_file": key_file, "api_version": "63.0", "auth_flow": "jwt_bearer"}
+    mask_secret(dict(values))  # what Connection.extra_dejson does with a connection's extras
+    line = f"cache={values['cache']} key={key_file}"
+    assert redact(line) == line
+    for name, field in conn["conn-fields"].items():
+        if not field.get("sensitive"):
+            assert redact(f"value-of-{name}-1234", name=name) == f"value-of-{name}-1234", name

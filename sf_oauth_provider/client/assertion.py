@@ -63,17 +63,17 @@ def load_private_key(
     if pem is None or (isinstance(pem, str) and not pem.strip()):
         if not path:
             raise SalesforceConfigError(
-                f"Connection {conn_id!r}: extra 'private_key' or 'private_key_path' is required for auth_flow 'jwt_bearer'",
+                f"Connection {conn_id!r}: extra 'private_key' or 'jwt_key_file' is required for auth_flow 'jwt_bearer'",
                 field=field,
                 hint="paste the PEM private key whose certificate is uploaded to the connected app",
             )
-        field = "extra.private_key_path"
+        field = "extra.jwt_key_file"
         try:
             with open(path, "rb") as fh:
                 pem = fh.read()
         except OSError as exc:
             raise SalesforceConfigError(
-                f"Connection {conn_id!r}: extra 'private_key_path' cannot be read ({exc.strerror or type(exc).__name__}: {path})",
+                f"Connection {conn_id!r}: extra 'jwt_key_file' cannot be read ({exc.strerror or type(exc).__name__}: {path})",
                 field=field,
                 hint="give a path readable by the worker and triggerer, or paste the key into 'private_key'",
             ) from None

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import ipaddress
+import logging
 import re
+import warnings
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, Mapping
@@ -19,6 +22,7 @@ __all__ = [
     "OAuthConfig",
     "AUTH_FLOWS",
     "CACHE_MODES",
+    "KNOWN_EXTRAS",
     "LOGIN_AUDIENCE",
     "TEST_AUDIENCE",
     "DEFAULT_API_VERSION",
@@ -26,24 +30,33 @@ __all__ = [
 ]
 
 AUTH_FLOWS = ("jwt_bearer", "client_credentials", "refresh_token")
-CACHE_MODES = ("file", "memory", "none")
+#: extra 'cache': 'auto' resolves to the widest store configured (today the host's file store)
+CACHE_MODES = ("auto", "file", "memory", "none")
 LOGIN_AUDIENCE = "https://login.salesforce.com"
 TEST_AUDIENCE = "https://test.salesforce.com"
 DEFAULT_API_VERSION = "63.0"
 _GENERIC_LOGIN_HOSTS = ("login.salesforce.com", "test.salesforce.com")
-_KNOWN_EXTRAS = {
+#: every extra the connection reads (an unknown one is reported with the closest of these)
+KNOWN_EXTRAS = (
     "auth_flow",
     "username",
     "private_key",
-    "private_key_path",
+    "jwt_key_file",
     "private_key_passphrase",
     "audience",
     "refresh_token",
     "api_version",
     "session_timeout",
-    "token_cache",
+    "cache",
     "timeout",
-}
+)
+#: old name -> new name; the old names work for one release (Airflow's masker hid their values)
+RENAMED_EXTRAS = {"token_cache": "cache", "private_key_path": "jwt_key_file"}
+_TOKEN_PATH = "/services/oauth2/token"
+_HOST_LABEL = re.compile(r"(?!-)[a-z0-9-]{1,63}(?<!-)", re.IGNORECASE)
+_MISTYPED_SCHEME = re.compile(r"(?i)^https?(?::/?(?!/)|//)")  # https//x, https:/x, https:x
+_NETLOC = re.compile(r"(?i)^(?:\[[0-9a-f:.]+\]|[a-z0-9.-]+)(?::\d{1,5})?$")
+log = logging.getLogger("sf_oauth_provider.config")
 
 
 def is_loopback_host(hostname: str | None) -> bool:
@@ -75,7 +88,8 @@ class OAuthConfig:
     refresh_token: str | None = field(default=None, repr=False)
     api_version: str = DEFAULT_API_VERSION
     session_timeout: float = 7200.0
-    token_cache: str = "file"
+    #: token store: 'file' (every process on the host), 'memory' (this process) or 'none'
+    cache: str = "file"
     timeout: float = 30.0
     #: hash of every credential (consumer secret, public key, refresh token): part of the cache key
     credential_digest: str = field(default="", repr=False)
@@ -96,13 +110,16 @@ class OAuthConfig:
 
     @cached_property
     def cache_key(self) -> str:
-        """Stable key of this identity: host, consumer key, flow, subject and credentials (hashed).
+        """Stable key of everything that shapes the token request (credentials hashed).
 
-        The credentials are part of it so that a connection with a wrong secret or key is never
-        handed the token another connection cached: it must authenticate on its own.
+        Host, consumer key, flow, subject, the JWT audience and the credentials: a connection that
+        differs in any of them (a wrong secret, key or audience) is never handed the token another
+        connection cached — it must authenticate on its own, and fail now rather than hours later.
+        Settings that do not change the request (timeouts, API version, cache mode) are left out.
         """
+        audience = self.audience or "" if self.auth_flow == "jwt_bearer" else ""
         raw = "\x1f".join(
-            (self.host.lower(), self.consumer_key, self.auth_flow, self.subject, self.credential_digest)
+            (self.host.lower(), self.consumer_key, self.auth_flow, self.subject, audience, self.credential_digest)
         )
         return hashlib.sha256(raw.encode("utf-8")).hexdigest()[:32]
 
@@ -123,11 +140,18 @@ class OAuthConfig:
         schema: str | None = None,
         port: int | None = None,
     ) -> OAuthConfig:
-        """Validate connection fields; raise :class:`SalesforceConfigError` naming the field."""
-        extra = dict(extra or {})
+        """Validate connection fields; raise :class:`SalesforceConfigError` naming the field.
+
+        :param schema: the connection's ``schema``, which this type does not use: a URI
+            connection puts its path there (``…/login`` → ``login``), so a non-empty one is refused
+            rather than silently dropped from the host
+        """
 
         def fail(message: str, fld: str, hint: str | None = None) -> SalesforceConfigError:
             return SalesforceConfigError(f"Connection {conn_id!r}: {message}", field=fld, hint=hint)
+
+        extra = _renamed_extras_resolved(conn_id, dict(extra or {}), fail)
+        _warn_unknown_extras(conn_id, extra)
 
         def text(name: str) -> str | None:
             value = extra.get(name)
@@ -162,6 +186,14 @@ class OAuthConfig:
             raise fail(f"extra 'auth_flow' {extra.get('auth_flow')!r} is not one of {', '.join(AUTH_FLOWS)}", "extra.auth_flow")
 
         host_url = _normalize_host(conn_id, host, port, fail)
+        if schema and schema.strip():
+            path = "/" + schema.strip().strip("/")
+            raise fail(
+                f"'schema' is {schema!r}: a connection URI's path ({path!r}) lands there, and this "
+                "connection type does not use it",
+                "schema",
+                f"put the whole base URL in 'host', e.g. {host_url}{path}, and leave 'schema' empty",
+            )
         hostname = (urlsplit(host_url).hostname or "").lower()
 
         username = text("username")
@@ -177,7 +209,7 @@ class OAuthConfig:
 
             private_key = load_private_key(
                 text("private_key"),
-                path=text("private_key_path"),
+                path=text("jwt_key_file"),
                 passphrase=extra.get("private_key_passphrase") or None,
                 conn_id=conn_id,
             )
@@ -202,9 +234,11 @@ class OAuthConfig:
         if not re.fullmatch(r"\d{2,3}\.\d", api_version):
             raise fail(f"extra 'api_version' must look like '63.0', got {extra.get('api_version')!r}", "extra.api_version")
 
-        token_cache = (text("token_cache") or "file").lower()
-        if token_cache not in CACHE_MODES:
-            raise fail(f"extra 'token_cache' must be one of {', '.join(CACHE_MODES)}, got {extra.get('token_cache')!r}", "extra.token_cache")
+        cache = (text("cache") or "auto").lower()
+        if cache not in CACHE_MODES:
+            raise fail(f"extra 'cache' must be one of {', '.join(CACHE_MODES)}, got {extra.get('cache')!r}", "extra.cache")
+        if cache == "auto":
+            cache = "file"  # the widest store this release has: every process on the host
 
         consumer_secret = (password or "").strip() or None
         return cls(
@@ -219,10 +253,44 @@ class OAuthConfig:
             refresh_token=refresh_token,
             api_version=api_version,
             session_timeout=number("session_timeout", 7200.0, 60, 86400 * 7),
-            token_cache=token_cache,
+            cache=cache,
             timeout=number("timeout", 30.0, 0.1, 600),
             credential_digest=_credential_digest(consumer_secret, private_key, refresh_token),
         )
+
+
+def _renamed_extras_resolved(conn_id: str, extra: dict[str, Any], fail) -> dict[str, Any]:
+    """Map deprecated extra names to their new ones, with a warning; refuse a disagreeing pair."""
+    for old, new in RENAMED_EXTRAS.items():
+        if old not in extra:
+            continue
+        value = extra.pop(old)
+        if extra.get(new) not in (None, "") and value not in (None, "") and extra[new] != value:
+            raise fail(
+                f"extra {old!r} (deprecated) is {value!r} but {new!r} is {extra[new]!r}",
+                f"extra.{new}",
+                f"keep only {new!r}",
+            )
+        if extra.get(new) in (None, ""):
+            extra[new] = value
+        if value in (None, ""):
+            continue
+        message = (
+            f"Connection {conn_id!r}: extra {old!r} is deprecated and will be removed in the next "
+            f"release; rename it {new!r} (Airflow's secrets masker hides the value of {old!r} in logs)"
+        )
+        log.warning(message)
+        warnings.warn(message, DeprecationWarning, stacklevel=4)
+    return extra
+
+
+def _warn_unknown_extras(conn_id: str, extra: Mapping[str, Any]) -> None:
+    for name in extra:
+        if name in KNOWN_EXTRAS:
+            continue
+        close = difflib.get_close_matches(name, KNOWN_EXTRAS, n=1, cutoff=0.75)
+        guess = f"; did you mean {close[0]!r}?" if close else f" (known extras: {', '.join(KNOWN_EXTRAS)})"
+        log.warning("Connection %r: unknown extra %r is ignored%s", conn_id, name, guess)
 
 
 def _credential_digest(secret: str | None, key: RSAPrivateKey | None, refresh_token: str | None) -> str:
@@ -246,24 +314,30 @@ def _default_audience(hostname: str) -> str:
 
 def _normalize_host(conn_id: str, host: str | None, port: int | None, fail) -> str:
     raw = (host or "").strip()
+    example = "use https://login.salesforce.com, https://test.salesforce.com or your My Domain URL"
     if not raw:
-        raise fail(
-            "'host' is required",
-            "host",
-            "use https://login.salesforce.com, https://test.salesforce.com or your My Domain URL",
-        )
+        raise fail("'host' is required", "host", example)
+    if _MISTYPED_SCHEME.match(raw):
+        raise fail(f"'host' {host!r} has a mistyped scheme", "host", f"write it as https://…; {example}")
     if "://" not in raw:
         raw = "https://" + raw
     try:
         parts = urlsplit(raw)
-        hostname = parts.hostname
+        hostname = (parts.hostname or "").lower()
         parsed_port = parts.port
     except ValueError:
-        raise fail(f"'host' {host!r} is not a URL", "host") from None
-    if not hostname:
-        raise fail(f"'host' {host!r} has no host name", "host")
+        raise fail(f"'host' {host!r} is not a URL", "host", example) from None
     if parts.scheme not in ("https", "http"):
-        raise fail(f"'host' must be an https URL, got scheme {parts.scheme!r}", "host")
+        raise fail(f"'host' must be an https URL, got scheme {parts.scheme!r} in {host!r}", "host", f"write https://…; {example}")
+    if "@" in parts.netloc:
+        # https://login.salesforce.com@evil.com connects to evil.com
+        raise fail(
+            f"'host' {host!r} contains '@' (user information)",
+            "host",
+            "put the consumer key and secret in 'login' and 'password', never in the host",
+        )
+    if not hostname or not _NETLOC.match(parts.netloc) or not _valid_hostname(hostname):
+        raise fail(f"'host' {host!r} has no valid host name", "host", example)
     if parts.scheme == "http" and not is_loopback_host(hostname):
         raise fail(
             f"'host' {host!r} uses plain http",
@@ -272,7 +346,24 @@ def _normalize_host(conn_id: str, host: str | None, port: int | None, fail) -> s
         )
     if parts.query or parts.fragment:
         raise fail(f"'host' {host!r} must not contain a query or fragment", "host")
-    netloc = parts.netloc.rsplit("@", 1)[-1]  # drop any user:password@ a URI form carried
+    path = parts.path.rstrip("/")
+    if "/services/" in path + "/":
+        base = path[: path.index("/services")]
+        raise fail(
+            f"'host' {host!r} includes the API path {path[len(base):]!r}",
+            "host",
+            f"set host to the base URL only, e.g. {parts.scheme}://{parts.netloc}{base}",
+        )
+    netloc = parts.netloc
     if port and not parsed_port:
         netloc = f"{netloc}:{port}"
-    return f"{parts.scheme}://{netloc}{parts.path.rstrip('/')}"
+    return f"{parts.scheme}://{netloc}{path}"
+
+
+def _valid_hostname(hostname: str) -> bool:
+    try:
+        ipaddress.ip_address(hostname)
+        return True
+    except ValueError:
+        pass
+    return all(_HOST_LABEL.fullmatch(label) for label in hostname.split("."))

@@ -34,7 +34,7 @@ def connection_dicts(running: _Running, key_path: str | os.PathLike[str]) -> dic
             "extra": {
                 "auth_flow": "jwt_bearer",
                 "username": demo.jwt_username,
-                "private_key_path": str(key_path),
+                "jwt_key_file": str(key_path),
             },
         },
         "salesforce_oauth_cc": {

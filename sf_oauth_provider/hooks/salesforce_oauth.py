@@ -136,7 +136,7 @@ class SalesforceOAuthHook(BaseHook):
     def _cache_for(self, config: OAuthConfig) -> TokenCache:
         from sf_oauth_provider.client.cache import TokenCache, default_cache_dir
 
-        return TokenCache(config.token_cache, cache_dir=default_cache_dir(), fernet_key=self._fernet_key(), logger=self.log)
+        return TokenCache(config.cache, cache_dir=default_cache_dir(), fernet_key=self._fernet_key(), logger=self.log)
 
     @cached_property
     def cache(self) -> TokenCache:

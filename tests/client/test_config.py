@@ -11,7 +11,7 @@ from tests.keys import ec_pem, pem, rsa_key
 
 def build(host="https://login.salesforce.com", login="3MVG9key", password=None, **extra) -> OAuthConfig:
     extra.setdefault("username", "u@example.com")
-    if "private_key" not in extra and "private_key_path" not in extra and extra.get("auth_flow", "jwt_bearer") == "jwt_bearer":
+    if "private_key" not in extra and "jwt_key_file" not in extra and extra.get("auth_flow", "jwt_bearer") == "jwt_bearer":
         extra["private_key"] = pem(rsa_key())
     return OAuthConfig.from_connection_fields("sf_prod", host=host, login=login, password=password, extra=extra)
 
@@ -31,7 +31,7 @@ def test_jwt_defaults():
     assert cfg.auth_flow == "jwt_bearer"
     assert cfg.audience == LOGIN_AUDIENCE
     assert cfg.token_url == "https://login.salesforce.com/services/oauth2/token"
-    assert cfg.token_cache == "file" and cfg.session_timeout == 7200 and cfg.timeout == 30
+    assert cfg.cache == "file" and cfg.session_timeout == 7200 and cfg.timeout == 30
     assert "BEGIN" not in repr(cfg)
 
 
@@ -65,11 +65,11 @@ def test_jwt_needs_username():
 
 def test_jwt_needs_a_key():
     err = refused("extra.private_key", private_key="")
-    assert "private_key_path" in str(err)
+    assert "jwt_key_file" in str(err)
 
 
 def test_unreadable_key_path(tmp_path):
-    refused("extra.private_key_path", private_key_path=str(tmp_path / "missing.pem"))
+    refused("extra.jwt_key_file", jwt_key_file=str(tmp_path / "missing.pem"))
 
 
 def test_garbage_key():
@@ -96,7 +96,7 @@ def test_encrypted_key_with_passphrase_loads():
 def test_key_from_file(tmp_path):
     path = tmp_path / "k.pem"
     path.write_text(pem(rsa_key()))
-    assert build(private_key_path=str(path)).private_key.key_size == 2048
+    assert build(jwt_key_file=str(path)).private_key.key_size == 2048
 
 
 @pytest.mark.parametrize(
@@ -158,7 +158,7 @@ def test_refresh_flow_needs_token():
 
 @pytest.mark.parametrize(
     ("name", "value"),
-    [("session_timeout", "two hours"), ("timeout", -1), ("token_cache", "redis"), ("api_version", "latest"),
+    [("session_timeout", "two hours"), ("timeout", -1), ("cache", "redis"), ("api_version", "latest"),
      ("username", 42)],
 )
 def test_bad_extras(name, value):

@@ -177,7 +177,7 @@ def test_hook_meta_offers_salesforce_oauth(stack_run: StackRun) -> None:
     sf = meta["salesforce_oauth"]
     assert sf["hook_name"] == "Salesforce OAuth"
     extra_fields = sf["extra_fields"] or {}
-    for name in ("auth_flow", "username", "private_key", "private_key_path", "refresh_token", "api_version"):
+    for name in ("auth_flow", "username", "private_key", "jwt_key_file", "refresh_token", "api_version"):
         assert name in extra_fields, sorted(extra_fields)
     assert sf["standard_fields"]["login"]["title"] == "Consumer Key"
     assert sf["standard_fields"]["password"]["title"] == "Consumer Secret"

@@ -76,7 +76,7 @@ def test_cli_ready_connections_faults_and_sigterm(tmp_path: Path) -> None:
             assert stat.S_IMODE(f.stat().st_mode) == 0o600
         conns = json.loads(conn_file.read_text())
         default = conns["salesforce_oauth_default"]
-        assert default["host"] == f"{base}/login" and default["extra"]["private_key_path"] == str(key_file)
+        assert default["host"] == f"{base}/login" and default["extra"]["jwt_key_file"] == str(key_file)
         assert conns["salesforce_oauth_cc"]["host"] == base
 
         claims = {"iss": default["login"], "sub": default["extra"]["username"], "aud": "https://login.salesforce.com",
@@ -114,7 +114,7 @@ def test_connections_fixture(emulator: RunningEmulator, emulator_connections: di
     assert (default["host"], default["login"], default["password"]) == (emulator.login_url, d.jwt_consumer_key, d.jwt_consumer_secret)
     assert default["extra"] == {
         "auth_flow": "jwt_bearer", "username": "integration@demo.example",
-        "private_key_path": str(tmp_path / "demo_private_key.pem"),
+        "jwt_key_file": str(tmp_path / "demo_private_key.pem"),
     }
     cc = emulator_connections["salesforce_oauth_cc"]
     assert cc["host"] == emulator.base_url and cc["extra"]["auth_flow"] == "client_credentials"

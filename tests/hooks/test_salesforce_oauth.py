@@ -108,7 +108,7 @@ def test_permanent_errors_make_exactly_one_request(emulator, sf_connections, set
 def test_wrong_private_key_is_invalid_assertion(emulator, sf_connections, set_connection):
     from tests.keys import pem, rsa_key
 
-    set_connection("sf_bad", _jwt_conn(sf_connections, extra={"private_key_path": None, "private_key": pem(rsa_key())}))
+    set_connection("sf_bad", _jwt_conn(sf_connections, extra={"jwt_key_file": None, "private_key": pem(rsa_key())}))
     with pytest.raises(E.SalesforceAuthError) as info:
         hook("sf_bad").get_token()
     assert info.value.error_description == "invalid assertion" and "certificate" in info.value.hint
@@ -380,7 +380,22 @@ def test_wrong_key_is_not_handed_the_cached_token(emulator, sf_connections, set_
     from tests.keys import pem, rsa_key
 
     hook().get_token()
-    set_connection("sf_bad", _jwt_conn(sf_connections, extra={"private_key_path": None, "private_key": pem(rsa_key())}))
+    set_connection("sf_bad", _jwt_conn(sf_connections, extra={"jwt_key_file": None, "private_key": pem(rsa_key())}))
     with pytest.raises(E.SalesforceAuthError, match="invalid assertion"):
         hook("sf_bad").get_token()
     assert emulator.org.count("token") == 2
+
+
+# ---- issue 11: the cache must not hide configuration mistakes ----------------------------------
+def test_wrong_audience_is_not_handed_another_connections_cached_token(emulator, sf_connections, set_connection):
+    """Before the audience was part of the cache key, the wrong connection got the good one's
+    token and broke hours later, when that token expired."""
+    good = hook().get_token()
+    wrong = json.loads(json.dumps(sf_connections["salesforce_oauth_default"]))
+    wrong["extra"]["audience"] = "https://wrong.example.com"
+    set_connection("sf_wrong_aud", wrong)
+    with pytest.raises(E.SalesforceOAuthError) as info:
+        hook("sf_wrong_aud").get_token()
+    assert info.value.error == "invalid_grant" and "audience" in str(info.value)
+    assert hook().get_token().access_token == good.access_token  # the good one still hits the cache
+    assert emulator.org.count("token", grant="jwt_bearer") == 2

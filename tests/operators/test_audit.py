@@ -123,7 +123,7 @@ def test_policy_options_and_connection_checks(sf_connections, set_connection, em
     org = emulator.org
     weak = dict(sf_connections["salesforce_oauth_default"])
     weak["extra"] = {**weak["extra"], "private_key": pem(rsa_key(1024))}
-    del weak["extra"]["private_key_path"]
+    del weak["extra"]["jwt_key_file"]
     set_connection("sf_weak", weak)
     set_connection("sf_bad_secret", {**sf_connections["salesforce_oauth_cc"], "password": "wrong-secret-0000"})
     extra_token = org.mint_tokens(1, app="Tableau", user="analyst@demo.example", scope="api web")[0]

@@ -153,7 +153,7 @@ def test_unknown_fingerprint_counts_as_already_invalid(sf_connections, emulator)
 
 def test_permanent_connection_error_fails_without_retries(sf_connections, set_connection, emulator):
     conn = {**sf_connections["salesforce_oauth_cc"], "password": "wrong-secret-0000"}
-    conn["extra"] = {**conn["extra"], "token_cache": "none"}
+    conn["extra"] = {**conn["extra"], "cache": "none"}
     set_connection("sf_bad", conn)
     op = SalesforceRevokeTokenOperator(
         task_id="revoke", salesforce_oauth_conn_id="sf_bad", token_fingerprints=["sha256:000000000000"]

@@ -85,8 +85,8 @@ hosts = st.one_of(
                      "http://[::1", "https://:80", "login.salesforce.com:99999"]),
 )
 extras = st.dictionaries(
-    st.sampled_from(["auth_flow", "username", "private_key", "private_key_path", "private_key_passphrase", "audience",
-                     "refresh_token", "api_version", "session_timeout", "token_cache", "timeout", "other"]),
+    st.sampled_from(["auth_flow", "username", "private_key", "jwt_key_file", "private_key_passphrase", "audience",
+                     "refresh_token", "api_version", "session_timeout", "cache", "timeout", "other"]),
     json_values | st.sampled_from(["jwt_bearer", "client_credentials", "refresh_token", "file", "63.0", "-----BEGIN PRIVATE KEY-----\nAA\n-----END PRIVATE KEY-----"]),
     max_size=8,
 )

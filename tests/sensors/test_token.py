@@ -34,7 +34,7 @@ def broken_key_connection(conn: dict[str, Any]) -> dict[str, Any]:
     from tests.keys import pem, rsa_key
 
     conn = json.loads(json.dumps(conn))
-    conn["extra"].pop("private_key_path")
+    conn["extra"].pop("jwt_key_file")
     conn["extra"]["private_key"] = pem(rsa_key())  # not the key whose certificate the app holds
     return conn
 
