@@ -33,6 +33,8 @@ __all__ = [
     "InventoryRow",
     "Progress",
     "as_bool",
+    "as_float",
+    "as_int",
     "bounded_map",
     "fail_if_permanent",
     "mask_secrets",
@@ -121,17 +123,56 @@ def parse_fingerprints(value: Any) -> list[str]:
     return list(dict.fromkeys(fps))
 
 
+_TRUE, _FALSE = ("true", "yes", "on", "1"), ("false", "no", "off", "0")
+
+
 def as_bool(value: Any, what: str) -> bool:
-    """A boolean from a (possibly rendered) template value."""
+    """A boolean from a (possibly rendered) template value; anything else is an error.
+
+    Empty strings and ``None`` are errors, not ``False``: a template that rendered to nothing
+    (``{{ params.dry_run }}`` with no such param) must never switch a safety flag off.
+    """
     if isinstance(value, bool):
         return value
-    if isinstance(value, str) and value.strip().lower() in ("true", "1", "yes", "on"):
-        return True
-    if isinstance(value, str) and value.strip().lower() in ("false", "0", "no", "off", ""):
-        return False
-    if isinstance(value, int):
+    if isinstance(value, int) and value in (0, 1):
         return bool(value)
-    raise ValueError(f"{what!r} must be true or false, got {value!r}")
+    if isinstance(value, str) and value.strip().lower() in _TRUE + _FALSE:
+        return value.strip().lower() in _TRUE
+    shown = "empty" if isinstance(value, str) and not value.strip() else f"{value!r}"
+    raise ValueError(f"{what!r} must be true or false, got {shown}")
+
+
+def as_int(value: Any, what: str, minimum: int | None = None, *, optional: bool = False) -> int | None:
+    """A whole number from a (possibly rendered) template value, at least ``minimum``.
+
+    :param optional: ``None`` (or an empty rendering) means "not set" and returns ``None``
+    """
+    if optional and (value is None or (isinstance(value, str) and not value.strip())):
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        raise ValueError(f"{what!r} must be a whole number, got {value!r}")
+    try:
+        number = int(value.strip()) if isinstance(value, str) else value
+    except ValueError:
+        raise ValueError(f"{what!r} must be a whole number, got {value!r}") from None
+    if minimum is not None and number < minimum:
+        raise ValueError(f"{what!r} must be {minimum} or more, got {number}")
+    return number
+
+
+def as_float(value: Any, what: str, minimum: float | None = None, *, optional: bool = False) -> float | None:
+    """A number from a (possibly rendered) template value, at least ``minimum`` (finite)."""
+    if optional and (value is None or (isinstance(value, str) and not value.strip())):
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise ValueError(f"{what!r} must be a number, got {value!r}")
+    try:
+        number = float(value)
+    except ValueError:
+        raise ValueError(f"{what!r} must be a number, got {value!r}") from None
+    if not math.isfinite(number) or (minimum is not None and number < minimum):
+        raise ValueError(f"{what!r} must be a finite number of at least {minimum:g}, got {value!r}")
+    return number
 
 
 def parse_sf_datetime(value: Any) -> datetime | None:

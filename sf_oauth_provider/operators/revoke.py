@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 from airflow.sdk import BaseOperator
@@ -16,7 +17,22 @@ if TYPE_CHECKING:
 __all__ = ["SalesforceRevokeTokenOperator"]
 
 #: outcome of one item
-REVOKED, ALREADY_INVALID, FAILED, WOULD_REVOKE = "revoked", "already_invalid", "failed", "would_revoke"
+REVOKED, ALREADY_INVALID, NOT_FOUND, FAILED, WOULD_REVOKE = (
+    "revoked", "already_invalid", "not_found", "failed", "would_revoke"
+)
+
+
+@dataclass(frozen=True)
+class _Settings:
+    """The operator's parameters after rendering, converted and checked."""
+
+    dry_run: bool
+    revoke_current: bool
+    fail_on_not_found: bool
+    max_revocations: int
+    max_concurrency: int
+    retry_attempts: int | None
+    retry_backoff: float | None
 
 
 class _Target:
@@ -44,19 +60,24 @@ class SalesforceRevokeTokenOperator(BaseOperator):
 
     * **cap** — when more than ``max_revocations`` tokens would be revoked the task fails before
       revoking anything (a wrong fingerprint list must not wipe an org);
-    * **dry run** — ``dry_run=True`` resolves everything and reports ``would_revoke`` items
-      without revoking (the cap is not enforced, a warning says when a real run would be refused);
-    * **idempotent** — a token Salesforce already considers invalid counts as ``already_invalid``,
-      and so does a wanted fingerprint that no OauthToken row has any more (revoked earlier, or
-      never existed), so a re-run after a partial failure only retries what is left;
+    * **dry run by default** — ``dry_run=True`` (the default) resolves everything and reports
+      ``would_revoke`` items without revoking (the cap is not enforced, a warning says when a real
+      run would be refused). Set ``dry_run=False`` to revoke. A ``dry_run`` that is empty,
+      ``None`` or not a recognisable boolean fails the task: it never means "revoke";
+    * **nothing missing looks like success** — a wanted fingerprint that matches no OauthToken
+      row is ``not_found`` (a typo, or a token revoked earlier): after every other item is done,
+      the task fails naming those fingerprints, unless ``fail_on_not_found=False``;
+    * **idempotent** — a raw token Salesforce already considers invalid counts as
+      ``already_invalid``;
     * **every item is attempted** — transient errors are retried per item by the client's retry
       policy; if an item still fails, the task fails *after* the summary is logged and pushed to
       XCom (``AirflowFailException`` when every failure is permanent, else ``AirflowException``
       so Airflow retries).
 
-    The return value / XCom is ``{"revoked", "already_invalid", "failed", "dry_run", "items":
-    [{"fingerprint", "outcome", "app", "user", "error"?, "detail"?}]}`` — tokens are named by
-    fingerprint; no raw token or DeleteToken is ever logged, returned or pushed.
+    The return value / XCom is ``{"revoked", "already_invalid", "not_found", "failed", "dry_run",
+    "items": [{"fingerprint", "outcome", "app", "user", "error"?, "detail"?}]}`` — tokens are
+    named by fingerprint; no raw token or DeleteToken is ever logged, returned or pushed. It is
+    pushed before the task fails, so a failed run's XCom says what was done.
 
     Raw ``tokens`` are a template field, and rendered template fields are stored in the metadata
     DB and shown in the UI. They are registered with the secrets masker right after rendering
@@ -72,17 +93,27 @@ class SalesforceRevokeTokenOperator(BaseOperator):
         ``stale_token_fingerprints``), templated; each is matched against
         ``fingerprint(DeleteToken)`` of the OauthToken rows and revoked through that DeleteToken
     :param revoke_current: also revoke the connection's own cached access token (and purge it
-        from the token cache); done last, after the other items
-    :param dry_run: report what would be revoked, revoke nothing (templated)
+        from the token cache, keeping a rotated refresh token); done last (templated)
+    :param dry_run: report what would be revoked, revoke nothing; default ``True`` (templated)
+    :param fail_on_not_found: fail the task when a wanted fingerprint matches no token; default
+        ``True`` (templated)
     :param max_revocations: refuse (before revoking anything) when more tokens than this would be
-        revoked
-    :param max_concurrency: revocation requests in flight at once (one connection pool)
-    :param retry_attempts: tries per request for a transient error (default: the hook's)
-    :param retry_backoff: first backoff in seconds between those tries (default: the hook's)
+        revoked; default 100 (templated)
+    :param max_concurrency: revocation requests in flight at once (one connection pool); default 8
+        (templated)
+    :param retry_attempts: tries per request for a transient error (default: the hook's; templated)
+    :param retry_backoff: first backoff in seconds between those tries (default: the hook's;
+        templated)
     :param kwargs: other ``BaseOperator`` arguments
+
+    Every templated flag and number is converted after rendering: a value that cannot be
+    converted fails the task naming the parameter, before any request.
     """
 
-    template_fields: Sequence[str] = ("salesforce_oauth_conn_id", "tokens", "token_fingerprints", "dry_run")
+    template_fields: Sequence[str] = (
+        "salesforce_oauth_conn_id", "tokens", "token_fingerprints", "dry_run", "revoke_current",
+        "fail_on_not_found", "max_revocations", "max_concurrency", "retry_attempts", "retry_backoff",
+    )
     ui_color = "#f9d6d5"
 
     def __init__(
@@ -91,28 +122,29 @@ class SalesforceRevokeTokenOperator(BaseOperator):
         salesforce_oauth_conn_id: str = "salesforce_oauth_default",
         tokens: list[str] | str | None = None,
         token_fingerprints: list[str] | str | None = None,
-        revoke_current: bool = False,
-        dry_run: bool | str = False,
-        max_revocations: int = 100,
-        max_concurrency: int = 8,
-        retry_attempts: int | None = None,
-        retry_backoff: float | None = None,
+        revoke_current: bool | str = False,
+        dry_run: bool | str = True,
+        fail_on_not_found: bool | str = True,
+        max_revocations: int | str = 100,
+        max_concurrency: int | str = 8,
+        retry_attempts: int | str | None = None,
+        retry_backoff: float | str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        if int(max_revocations) < 0:
-            raise ValueError("max_revocations must be 0 or more")
-        if int(max_concurrency) < 1:
-            raise ValueError("max_concurrency must be 1 or more")
         self.salesforce_oauth_conn_id = salesforce_oauth_conn_id
         self.tokens = tokens
         self.token_fingerprints = token_fingerprints
         self.revoke_current = revoke_current
         self.dry_run = dry_run
-        self.max_revocations = int(max_revocations)
-        self.max_concurrency = int(max_concurrency)
+        self.fail_on_not_found = fail_on_not_found
+        self.max_revocations = max_revocations
+        self.max_concurrency = max_concurrency
         self.retry_attempts = retry_attempts
         self.retry_backoff = retry_backoff
+        if not any(isinstance(v, str) for v in (revoke_current, dry_run, fail_on_not_found, max_revocations,
+                                                   max_concurrency, retry_attempts, retry_backoff)):
+            self._settings()  # plain values: a bad one fails when the DAG is parsed
         if _looks_literal(tokens):
             self.log.warning(
                 "%s: 'tokens' holds literal values; they are stored in the serialized DAG. Pass raw tokens "
@@ -146,37 +178,51 @@ class SalesforceRevokeTokenOperator(BaseOperator):
         mask_secrets(raw)
         return raw
 
+    def _settings(self) -> _Settings:
+        """The rendered parameters, converted (``ValueError`` naming the parameter)."""
+        from sf_oauth_provider.operators._common import as_bool, as_float, as_int
+
+        return _Settings(
+            dry_run=as_bool(self.dry_run, "dry_run"),
+            revoke_current=as_bool(self.revoke_current, "revoke_current"),
+            fail_on_not_found=as_bool(self.fail_on_not_found, "fail_on_not_found"),
+            max_revocations=as_int(self.max_revocations, "max_revocations", 0),
+            max_concurrency=as_int(self.max_concurrency, "max_concurrency", 1),
+            retry_attempts=as_int(self.retry_attempts, "retry_attempts", 1, optional=True),
+            retry_backoff=as_float(self.retry_backoff, "retry_backoff", 0, optional=True),
+        )
+
     # ---- execution -----------------------------------------------------------------------------
     def execute(self, context: Context) -> dict[str, Any]:
         from airflow.sdk.exceptions import AirflowFailException
 
-        from sf_oauth_provider.hooks.salesforce_oauth import SalesforceOAuthHook
         from sf_oauth_provider.client.oauth import RetryPolicy
-        from sf_oauth_provider.operators._common import as_bool, parse_fingerprints, parse_list
+        from sf_oauth_provider.hooks.salesforce_oauth import SalesforceOAuthHook
+        from sf_oauth_provider.operators._common import parse_fingerprints, parse_list
 
         self._mask_tokens()
         try:
+            settings = self._settings()
             raw_tokens = parse_list(self.tokens, "tokens")
             wanted = parse_fingerprints(self.token_fingerprints)
-            dry_run = as_bool(self.dry_run, "dry_run")
         except (TypeError, ValueError) as exc:
-            raise AirflowFailException(str(exc)) from None
+            raise AirflowFailException(f"{self.task_id}: {exc}") from None
 
-        summary = _summary([], dry_run)
-        if not raw_tokens and not wanted and not self.revoke_current:
+        if not raw_tokens and not wanted and not settings.revoke_current:
             self.log.info("Nothing to revoke: no tokens, no fingerprints and revoke_current is off")
-            return summary
+            return _summary([], settings.dry_run)
 
         hook = SalesforceOAuthHook(
-            self.salesforce_oauth_conn_id, retry=RetryPolicy.from_numbers(self.retry_attempts, self.retry_backoff)
+            self.salesforce_oauth_conn_id,
+            retry=RetryPolicy.from_numbers(settings.retry_attempts, settings.retry_backoff),
         )
         try:
-            return self._revoke(context, hook, raw_tokens, wanted, dry_run)
+            return self._revoke(context, hook, raw_tokens, wanted, settings)
         finally:
             hook.close()
 
     def _revoke(
-        self, context: Context, hook: SalesforceOAuthHook, raw_tokens: list[str], wanted: list[str], dry_run: bool
+        self, context: Context, hook: SalesforceOAuthHook, raw_tokens: list[str], wanted: list[str], settings: _Settings
     ) -> dict[str, Any]:
         from airflow.sdk.exceptions import AirflowFailException
 
@@ -184,7 +230,7 @@ class SalesforceRevokeTokenOperator(BaseOperator):
 
         try:
             hook.config  # noqa: B018 — validate the connection first (a config error is permanent)
-            targets, unmatched = self._resolve(hook, raw_tokens, wanted)
+            targets, unmatched = self._resolve(hook, raw_tokens, wanted, settings.revoke_current)
         except SalesforceOAuthError as exc:
             from sf_oauth_provider.operators._common import fail_if_permanent
 
@@ -192,30 +238,34 @@ class SalesforceRevokeTokenOperator(BaseOperator):
             raise
 
         items = [
-            {"fingerprint": fp, "outcome": ALREADY_INVALID, "app": None, "user": None,
-             "detail": "no OauthToken row has this fingerprint (already revoked, or never existed)"}
+            {"fingerprint": fp, "outcome": NOT_FOUND, "app": None, "user": None,
+             "detail": "no OauthToken row has this fingerprint (a typo, or a token revoked earlier)"}
             for fp in unmatched
         ]
-        if dry_run:
-            if len(targets) > self.max_revocations:
+        for fp in unmatched:
+            self.log.warning("%s matches no OauthToken row (a typo, or a token revoked earlier)", fp)
+        if settings.dry_run:
+            if len(targets) > settings.max_revocations:
                 self.log.warning(
                     "Dry run: %d tokens would be revoked, more than max_revocations=%d; a real run would be refused",
-                    len(targets), self.max_revocations,
+                    len(targets), settings.max_revocations,
                 )
             for t in targets:
                 self.log.info("Dry run: would revoke %s (app %r, user %r)", t.fingerprint, t.app, t.user)
             items += [self._item(t, WOULD_REVOKE) for t in targets]
-            return self._finish(context, _summary(items, dry_run=True))
+            summary = self._finish(context, _summary(items, dry_run=True))
+            self._fail_on_not_found(context, summary, settings, len(wanted))
+            return summary
 
-        if len(targets) > self.max_revocations:
+        if len(targets) > settings.max_revocations:
             raise AirflowFailException(
-                f"Refusing to revoke {len(targets)} tokens: more than max_revocations={self.max_revocations}. "
+                f"Refusing to revoke {len(targets)} tokens: more than max_revocations={settings.max_revocations}. "
                 f"Nothing was revoked. If revoking {len(targets)} tokens is intended, set max_revocations "
                 f"to {len(targets)} or more (try dry_run=True first)"
             )
 
-        self.log.info("Revoking %d tokens (%d already gone)", len(targets), len(unmatched))
-        items += self._revoke_all(hook, targets)
+        self.log.info("Revoking %d tokens (%d fingerprints match no token)", len(targets), len(unmatched))
+        items += self._revoke_all(hook, targets, settings.max_concurrency)
         summary = self._finish(context, _summary(items, dry_run=False))
         failures = [i for i in items if i["outcome"] == FAILED]
         if failures:
@@ -223,16 +273,36 @@ class SalesforceRevokeTokenOperator(BaseOperator):
 
             message = (
                 f"{len(failures)} of {len(targets)} revocations failed "
-                f"({summary['revoked']} revoked, {summary['already_invalid']} already invalid); "
+                f"({summary['revoked']} revoked, {summary['already_invalid']} already invalid, "
+                f"{summary['not_found']} not found); "
                 f"failed: {', '.join(i['fingerprint'] for i in failures[:20])}"
             )
             if all(i.get("permanent") for i in failures):
                 raise AirflowFailException(message + " — the errors are permanent; retrying will not help")
             raise AirflowException(message + " — a retry revokes only what is left")
+        self._fail_on_not_found(context, summary, settings, len(wanted))
         return summary
 
+    def _fail_on_not_found(self, context: Context, summary: dict[str, Any], settings: _Settings, wanted: int) -> None:
+        from airflow.sdk.exceptions import AirflowFailException
+
+        missing = [i["fingerprint"] for i in summary["items"] if i["outcome"] == NOT_FOUND]
+        if not missing or not settings.fail_on_not_found:
+            return
+        from sf_oauth_provider.operators._common import push_return_value
+
+        push_return_value(context, summary)
+        shown = ", ".join(missing[:20]) + (", ..." if len(missing) > 20 else "")
+        done = "would be revoked (dry run)" if settings.dry_run else "revoked"
+        count = sum(1 for i in summary["items"] if i["outcome"] in (REVOKED, WOULD_REVOKE))
+        raise AirflowFailException(
+            f"{len(missing)} of {wanted} fingerprints match no token: {shown}. Everything else was done "
+            f"({count} {done}). Check them against the latest audit report (a typo, or a token revoked "
+            "earlier — e.g. by an earlier try of this task); set fail_on_not_found=False to accept missing tokens"
+        )
+
     def _resolve(
-        self, hook: SalesforceOAuthHook, raw_tokens: list[str], wanted: list[str]
+        self, hook: SalesforceOAuthHook, raw_tokens: list[str], wanted: list[str], revoke_current: bool
     ) -> tuple[list[_Target], list[str]]:
         """Targets to revoke (raw tokens, matched OauthToken rows, the current token) and the
         wanted fingerprints no row has."""
@@ -257,7 +327,7 @@ class SalesforceRevokeTokenOperator(BaseOperator):
                     continue
                 for row in matches:
                     targets.setdefault(row.fingerprint, _Target(row.delete_token, row.fingerprint, row.app, row.username))
-        if self.revoke_current:
+        if revoke_current:
             token = hook.get_token()
             config = hook.config
             targets.pop(token.fingerprint, None)  # revoked last, through the hook (purges the cache)
@@ -267,32 +337,28 @@ class SalesforceRevokeTokenOperator(BaseOperator):
             )
         return list(targets.values()), unmatched
 
-    def _revoke_all(self, hook: SalesforceOAuthHook, targets: list[_Target]) -> list[dict[str, Any]]:
+    def _revoke_all(self, hook: SalesforceOAuthHook, targets: list[_Target], concurrency: int) -> list[dict[str, Any]]:
         """Revoke every target; one item per target, in order."""
         import asyncio
 
-        from sf_oauth_provider.operators._common import Progress, bounded_map, mask_secrets
+        from sf_oauth_provider.operators._common import Progress, bounded_map
 
         batch = [t for t in targets if not t.current]
         current = [t for t in targets if t.current]
         results: dict[str, dict[str, Any]] = {}
         if batch:
-            config, sink = hook.config, []
             progress = Progress(self.log, len(batch), "revoked")
 
             async def run() -> list[dict[str, Any]]:
-                async with hook._async_client(config, sink, max_connections=self.max_concurrency) as client:
+                async with hook.async_client(max_connections=concurrency) as client:
 
                     async def one(target: _Target) -> dict[str, Any]:
                         return await self._attempt(target, client.revoke(target.secret))
 
-                    return await bounded_map(batch, one, self.max_concurrency, progress)
+                    return await bounded_map(batch, one, concurrency, progress)
 
-            try:
-                for target, item in zip(batch, asyncio.run(run())):
-                    results[target.fingerprint] = item
-            finally:
-                mask_secrets(sink)
+            for target, item in zip(batch, asyncio.run(run())):
+                results[target.fingerprint] = item
             for target in batch:  # a revoked raw token must not stay in this host's token cache
                 if target.raw and results[target.fingerprint]["outcome"] != FAILED:
                     hook.invalidate_token(access_token=target.secret)
@@ -338,8 +404,8 @@ class SalesforceRevokeTokenOperator(BaseOperator):
 
     def _finish(self, context: Context, summary: dict[str, Any]) -> dict[str, Any]:
         self.log.info(
-            "Revocation summary: %d revoked, %d already invalid, %d failed%s",
-            summary["revoked"], summary["already_invalid"], summary["failed"],
+            "Revocation summary: %d revoked, %d already invalid, %d not found, %d failed%s",
+            summary["revoked"], summary["already_invalid"], summary["not_found"], summary["failed"],
             f", {sum(1 for i in summary['items'] if i['outcome'] == WOULD_REVOKE)} would be revoked (dry run)"
             if summary["dry_run"] else "",
         )
@@ -351,10 +417,11 @@ class SalesforceRevokeTokenOperator(BaseOperator):
 
 
 def _summary(items: list[dict[str, Any]], dry_run: bool) -> dict[str, Any]:
-    count = {o: sum(1 for i in items if i["outcome"] == o) for o in (REVOKED, ALREADY_INVALID, FAILED)}
+    count = {o: sum(1 for i in items if i["outcome"] == o) for o in (REVOKED, ALREADY_INVALID, NOT_FOUND, FAILED)}
     return {
         "revoked": count[REVOKED],
         "already_invalid": count[ALREADY_INVALID],
+        "not_found": count[NOT_FOUND],
         "failed": count[FAILED],
         "dry_run": dry_run,
         "items": items,

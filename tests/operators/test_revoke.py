@@ -31,7 +31,7 @@ def test_audit_then_revoke_by_fingerprint_is_exact_and_idempotent(sf_connections
     before = _live_fingerprints(org)
 
     ctx = context()
-    op = SalesforceRevokeTokenOperator(task_id="revoke", token_fingerprints=stale)
+    op = SalesforceRevokeTokenOperator(task_id="revoke", token_fingerprints=stale, dry_run=False)
     summary = op.execute(ctx)
     assert (summary["revoked"], summary["already_invalid"], summary["failed"]) == (len(stale), 0, 0)
     assert {i["fingerprint"] for i in summary["items"] if i["outcome"] == "revoked"} == expected
@@ -42,8 +42,12 @@ def test_audit_then_revoke_by_fingerprint_is_exact_and_idempotent(sf_connections
         assert hook.introspect(token, "refresh_token").active is False
     assert org.count("revoke") == len(stale)
 
-    again = SalesforceRevokeTokenOperator(task_id="revoke", token_fingerprints=json.dumps(stale)).execute(context())
-    assert (again["revoked"], again["already_invalid"], again["failed"]) == (0, len(stale), 0)
+    # a second run finds none of them: they are not_found (revoked, or a typo), and that fails
+    # unless the caller says a missing token is fine
+    again = SalesforceRevokeTokenOperator(
+        task_id="revoke", token_fingerprints=json.dumps(stale), dry_run=False, fail_on_not_found=False
+    ).execute(context())
+    assert (again["revoked"], again["not_found"], again["failed"]) == (0, len(stale), 0)
     assert org.count("revoke") == len(stale)  # nothing left to send
 
     logs = output(caplog, capfd)
@@ -68,7 +72,9 @@ def test_dry_run_changes_nothing(sf_connections, emulator, tmp_path):
 def test_cap_stops_an_oversize_request_before_any_revocation(sf_connections, emulator, tmp_path):
     org = emulator.org
     stale = _stale_from_audit(tmp_path)
-    op = SalesforceRevokeTokenOperator(task_id="revoke", token_fingerprints=stale, max_revocations=len(stale) - 1)
+    op = SalesforceRevokeTokenOperator(
+        task_id="revoke", token_fingerprints=stale, max_revocations=len(stale) - 1, dry_run=False
+    )
     with pytest.raises(AirflowFailException, match=rf"Refusing to revoke {len(stale)} tokens.*max_revocations"):
         op.execute(context())
     assert org.count("revoke") == 0
@@ -82,7 +88,8 @@ def test_partial_failure_is_reported_item_by_item_after_every_item_was_tried(sf_
     org.set_faults("revoke", sequence=["500", "500"])
     ctx = context()
     op = SalesforceRevokeTokenOperator(
-        task_id="revoke", token_fingerprints=stale, max_concurrency=1, retry_attempts=2, retry_backoff=0.01
+        task_id="revoke", token_fingerprints=stale, max_concurrency=1, retry_attempts=2, retry_backoff=0.01,
+        dry_run=False,
     )
     with pytest.raises(AirflowException, match=r"1 of \d+ revocations failed") as info:
         op.execute(ctx)
@@ -94,9 +101,14 @@ def test_partial_failure_is_reported_item_by_item_after_every_item_was_tried(sf_
     assert org.count("revoke") == len(stale) + 1  # every item tried; the failed one twice
     assert _live_fingerprints(org) & set(stale) == {failed[0]["fingerprint"]}
 
-    # the Airflow retry finishes the job
-    retry = SalesforceRevokeTokenOperator(task_id="revoke", token_fingerprints=stale).execute(context())
-    assert (retry["revoked"], retry["already_invalid"], retry["failed"]) == (1, len(stale) - 1, 0)
+    # the Airflow retry revokes what is left; the rows revoked by the first try are gone now, and
+    # the task says so instead of calling them a success
+    ctx = context()
+    with pytest.raises(AirflowFailException, match=rf"{len(stale) - 1} of {len(stale)} fingerprints match no token"):
+        SalesforceRevokeTokenOperator(task_id="revoke", token_fingerprints=stale, dry_run=False).execute(ctx)
+    retry = ctx["ti"].xcom["return_value"]
+    assert (retry["revoked"], retry["not_found"], retry["failed"]) == (1, len(stale) - 1, 0)
+    assert not _live_fingerprints(org) & set(stale)
 
 
 def test_raw_tokens_and_the_current_token(sf_connections, emulator, caplog, capfd):
@@ -107,7 +119,7 @@ def test_raw_tokens_and_the_current_token(sf_connections, emulator, caplog, capf
     grants_before = org.count("token", grant="jwt_bearer")
 
     op = SalesforceRevokeTokenOperator(
-        task_id="revoke", tokens="{{ params.leaked | join(',') }}", revoke_current=True
+        task_id="revoke", tokens="{{ params.leaked | join(',') }}", revoke_current=True, dry_run=False
     )
     op.render_template_fields({"params": {"leaked": raw + [raw[0]]}})
     summary = op.execute(context())
@@ -122,7 +134,7 @@ def test_raw_tokens_and_the_current_token(sf_connections, emulator, caplog, capf
     assert fresh.fingerprint != current.fingerprint
     assert org.count("token", grant="jwt_bearer") == grants_before + 1
 
-    again = SalesforceRevokeTokenOperator(task_id="revoke", tokens=raw).execute(context())
+    again = SalesforceRevokeTokenOperator(task_id="revoke", tokens=raw, dry_run=False).execute(context())
     assert again["already_invalid"] == 3 and again["revoked"] == 0
     logs = output(caplog, capfd)
     assert_no_secret([json.dumps(summary), json.dumps(again), logs], all_secrets(org))
@@ -139,16 +151,87 @@ def test_bad_input_fails_before_any_request(sf_connections, emulator):
         ).execute(context())
     assert token[:12].lower() not in str(info.value).lower()
     nothing = SalesforceRevokeTokenOperator(task_id="revoke", token_fingerprints="[]").execute(context())
-    assert nothing == {"revoked": 0, "already_invalid": 0, "failed": 0, "dry_run": False, "items": []}
+    assert nothing == {"revoked": 0, "already_invalid": 0, "not_found": 0, "failed": 0, "dry_run": True, "items": []}
     assert emulator.org.count("revoke") == 0 and emulator.org.count("query") == 0
 
 
-def test_unknown_fingerprint_counts_as_already_invalid(sf_connections, emulator):
+def test_unknown_fingerprint_is_not_found_and_fails_the_task(sf_connections, emulator, tmp_path):
+    """In an emergency a mistyped fingerprint must not look like success (it was 'already_invalid')."""
+    org = emulator.org
+    stale = _stale_from_audit(tmp_path)
+    ctx = context()
+    op = SalesforceRevokeTokenOperator(task_id="revoke", token_fingerprints=[stale[0], "sha256:000000000000"], dry_run=False)
+    with pytest.raises(AirflowFailException, match=r"1 of 2 fingerprints match no token: sha256:000000000000") as info:
+        op.execute(ctx)
+    assert "fail_on_not_found" in str(info.value)
+    summary = ctx["ti"].xcom["return_value"]
+    assert [i["outcome"] for i in summary["items"]] == ["not_found", "revoked"]
+    assert (summary["revoked"], summary["not_found"], summary["already_invalid"]) == (1, 1, 0)
+    assert org.count("revoke") == 1  # the real one was still revoked
+
+
+def test_not_found_can_be_accepted_explicitly(sf_connections, emulator):
     summary = SalesforceRevokeTokenOperator(
-        task_id="revoke", token_fingerprints="sha256:000000000000"
-    ).execute(context())
-    assert summary["already_invalid"] == 1 and summary["items"][0]["outcome"] == "already_invalid"
+        task_id="revoke", token_fingerprints="sha256:000000000000", dry_run=False, fail_on_not_found="{{ params.strict }}"
+    )
+    summary.render_template_fields({"params": {"strict": False}})
+    result = summary.execute(context())
+    assert result["not_found"] == 1 and result["items"][0]["outcome"] == "not_found"
     assert emulator.org.count("revoke") == 0
+
+
+def test_dry_run_is_the_default(sf_connections, emulator, tmp_path):
+    stale = _stale_from_audit(tmp_path)
+    result = SalesforceRevokeTokenOperator(task_id="revoke", token_fingerprints=stale).execute(context())
+    assert result["dry_run"] is True and result["revoked"] == 0
+    assert emulator.org.count("revoke") == 0
+
+
+@pytest.mark.parametrize("value", [None, "", "  ", "maybe", "{{ params.dry }}", 2, [True]])
+def test_unrecognisable_dry_run_is_an_error_never_a_real_revocation(sf_connections, emulator, tmp_path, value):
+    """An empty template (``{{ params.dry }}`` with no such param renders '') used to mean
+    'revoke for real'."""
+    stale = _stale_from_audit(tmp_path)
+    if not isinstance(value, str):  # a plain value is checked when the DAG file is parsed
+        with pytest.raises(ValueError, match="'dry_run' must be true or false"):
+            SalesforceRevokeTokenOperator(task_id="revoke", token_fingerprints=stale, dry_run=value)
+        return
+    op = SalesforceRevokeTokenOperator(task_id="revoke", token_fingerprints=stale, dry_run=value)
+    if value == "{{ params.dry }}":
+        op.render_template_fields({"params": {}})
+    with pytest.raises(AirflowFailException, match="'dry_run' must be true or false"):
+        op.execute(context())
+    assert emulator.org.count("revoke") == 0
+
+
+def test_parameters_are_templated_and_typed(sf_connections, emulator, tmp_path):
+    stale = _stale_from_audit(tmp_path)
+    op = SalesforceRevokeTokenOperator(
+        task_id="revoke", token_fingerprints=stale, dry_run="{{ params.dry }}",
+        max_revocations="{{ params.cap }}", revoke_current="{{ params.current }}",
+        max_concurrency="{{ params.conc }}",
+    )
+    assert {"max_revocations", "revoke_current", "max_concurrency", "fail_on_not_found"} <= set(op.template_fields)
+    op.render_template_fields({"params": {"dry": "false", "cap": str(len(stale) - 1), "current": "no", "conc": "2"}})
+    with pytest.raises(AirflowFailException, match="max_revocations"):
+        op.execute(context())
+    assert emulator.org.count("revoke") == 0
+
+
+@pytest.mark.parametrize(
+    ("param", "value", "message"),
+    [("max_revocations", "many", "'max_revocations' must be a whole number"),
+     ("max_revocations", "-1", "'max_revocations' must be 0 or more"),
+     ("max_concurrency", "0", "'max_concurrency' must be 1 or more"),
+     ("revoke_current", "perhaps", "'revoke_current' must be true or false"),
+     ("retry_attempts", "x", "'retry_attempts' must be a whole number")],
+)
+def test_a_rendered_value_that_cannot_be_converted_names_the_parameter(sf_connections, emulator, param, value, message):
+    op = SalesforceRevokeTokenOperator(task_id="revoke", token_fingerprints="sha256:000000000000", **{param: "{{ params.v }}"})
+    op.render_template_fields({"params": {"v": value}})
+    with pytest.raises(AirflowFailException, match=message):
+        op.execute(context())
+    assert emulator.org.count("revoke") == 0 and emulator.org.count("query") == 0
 
 
 def test_permanent_connection_error_fails_without_retries(sf_connections, set_connection, emulator):
@@ -156,7 +239,7 @@ def test_permanent_connection_error_fails_without_retries(sf_connections, set_co
     conn["extra"] = {**conn["extra"], "cache": "none"}
     set_connection("sf_bad", conn)
     op = SalesforceRevokeTokenOperator(
-        task_id="revoke", salesforce_oauth_conn_id="sf_bad", token_fingerprints=["sha256:000000000000"]
+        task_id="revoke", salesforce_oauth_conn_id="sf_bad", token_fingerprints=["sha256:000000000000"], dry_run=False
     )
     with pytest.raises(AirflowFailException, match="invalid client credentials"):
         op.execute(context())
