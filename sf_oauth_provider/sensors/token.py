@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from datetime import timedelta
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, NoReturn, Sequence
@@ -73,6 +74,8 @@ class SalesforceTokenSensor(BaseSensorOperator):
         self.deferrable = deferrable
         self.retry_attempts = retry_attempts
         self.retry_backoff = retry_backoff
+        #: what the last unfinished check found: the sensor's timeout message carries it
+        self._last_problem: str | None = None
 
     # ---- one check ---------------------------------------------------------------------------
     @cached_property
@@ -122,6 +125,7 @@ class SalesforceTokenSensor(BaseSensorOperator):
         except SalesforceOAuthError as exc:
             if not exc.transient:
                 self._fail(exc)
+            self._last_problem = f"last check of connection {self.salesforce_oauth_conn_id!r} failed: {exc}"
             self.log.warning(
                 "Salesforce token check for connection %r failed transiently: %s; checking again later",
                 self.salesforce_oauth_conn_id, exc.message,
@@ -130,6 +134,7 @@ class SalesforceTokenSensor(BaseSensorOperator):
         if outcome.done:
             self.log.info("%s", outcome.message)
             return PokeReturnValue(is_done=True, xcom_value=outcome.payload)
+        self._last_problem = f"last check: {outcome.message}"
         self.log.info("%s; checking again later", outcome.message)
         return PokeReturnValue(is_done=False)
 
@@ -139,8 +144,15 @@ class SalesforceTokenSensor(BaseSensorOperator):
 
         :param context: the task context
         """
+        from airflow.sdk.exceptions import AirflowSensorTimeout
+
         try:
             return self._execute(context)
+        except AirflowSensorTimeout as exc:
+            if self._last_problem is None:
+                raise
+            # Airflow's message says only that time ran out; say why the token never came
+            raise AirflowSensorTimeout(f"{exc} — {self._last_problem}") from None
         finally:
             if "hook" in self.__dict__:  # close the HTTP pool the pokes shared
                 self.__dict__.pop("hook").close()
@@ -169,9 +181,12 @@ class SalesforceTokenSensor(BaseSensorOperator):
                 poke_interval=self.poke_interval,
                 retry_attempts=self.retry_attempts,
                 retry_backoff=self.retry_backoff,
+                end_at=time.time() + self.timeout,
             ),
             method_name="execute_complete",
-            timeout=timedelta(seconds=self.timeout),
+            # the trigger ends the wait at the sensor's timeout with the last error; Airflow's
+            # deferral timeout is a backstop should the triggerer be stuck
+            timeout=timedelta(seconds=self.timeout + max(60.0, 2 * self.poke_interval)),
         )
 
     def execute_complete(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:
@@ -180,8 +195,16 @@ class SalesforceTokenSensor(BaseSensorOperator):
         :param context: the task context
         :param event: the trigger's event
         """
-        from airflow.sdk.exceptions import AirflowFailException
+        from airflow.sdk.exceptions import AirflowFailException, AirflowSensorTimeout, AirflowSkipException
 
+        if event and event.get("status") == "timeout":
+            message = (
+                f"Sensor has timed out after {self.timeout:g} s waiting for a usable Salesforce token — "
+                f"{event.get('message')}"
+            )
+            if self.soft_fail or getattr(self, "never_fail", False):
+                raise AirflowSkipException(message)
+            raise AirflowSensorTimeout(message)
         if not event or event.get("status") != "success":
             message = (event or {}).get("message") or "the trigger ended without a result"
             raise AirflowFailException(

@@ -284,6 +284,8 @@ class SalesforceTokenTrigger(BaseTrigger):
     :param poke_interval: seconds between checks
     :param retry_attempts: tries per request for a transient error (default: the hook's)
     :param retry_backoff: first backoff in seconds between those tries (default: the hook's)
+    :param end_at: epoch seconds after which the wait ends with a ``{"status": "timeout"}`` event
+        that carries the last error and its hint (the sensor's timeout); ``None``: no end of its own
     """
 
     def __init__(
@@ -294,6 +296,7 @@ class SalesforceTokenTrigger(BaseTrigger):
         poke_interval: float = 60.0,
         retry_attempts: int | None = None,
         retry_backoff: float | None = None,
+        end_at: float | None = None,
     ) -> None:
         super().__init__()
         self.salesforce_oauth_conn_id = salesforce_oauth_conn_id
@@ -302,6 +305,7 @@ class SalesforceTokenTrigger(BaseTrigger):
         self.poke_interval = float(poke_interval)
         self.retry_attempts = retry_attempts
         self.retry_backoff = retry_backoff
+        self.end_at = None if end_at is None else float(end_at)
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         """Class path and plain kwargs (no secrets: the triggerer reads the connection itself)."""
@@ -314,6 +318,7 @@ class SalesforceTokenTrigger(BaseTrigger):
                 "poke_interval": self.poke_interval,
                 "retry_attempts": self.retry_attempts,
                 "retry_backoff": self.retry_backoff,
+                "end_at": self.end_at,
             },
         )
 
@@ -345,10 +350,11 @@ class SalesforceTokenTrigger(BaseTrigger):
         return await arun_flow(token_check_flow(check, self.min_remaining_seconds), perform)
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
-        """Check, sleep ``poke_interval``, repeat; one event on success or permanent error."""
+        """Check, sleep ``poke_interval``, repeat; one event on success, permanent error or ``end_at``."""
         from sf_oauth_provider.client.errors import SalesforceOAuthError
 
         hook = self._hook()
+        last: str = "no check finished"
         while True:
             try:
                 outcome = await self.check_once(hook)
@@ -358,6 +364,7 @@ class SalesforceTokenTrigger(BaseTrigger):
                         {"status": "error", "message": str(exc), "error": exc.error, "hint": exc.hint}
                     )
                     return
+                last = f"last check of connection {self.salesforce_oauth_conn_id!r} failed: {exc}"
                 self.log.warning(
                     "Salesforce token check for connection %r failed transiently: %s; checking again in %g s",
                     self.salesforce_oauth_conn_id, exc.message, self.poke_interval,
@@ -367,5 +374,13 @@ class SalesforceTokenTrigger(BaseTrigger):
                     self.log.info("%s", outcome.message)
                     yield TriggerEvent({"status": "success", "message": outcome.message, **outcome.payload})
                     return
+                last = f"last check: {outcome.message}"
                 self.log.info("%s; checking again in %g s", outcome.message, self.poke_interval)
-            await asyncio.sleep(self.poke_interval)
+            pause = self.poke_interval
+            if self.end_at is not None:
+                left = self.end_at - time.time()
+                if left <= 0:
+                    yield TriggerEvent({"status": "timeout", "message": last})
+                    return
+                pause = min(pause, left)
+            await asyncio.sleep(pause)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import sqlite3
 import subprocess
+import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack
 from datetime import timedelta
@@ -93,22 +95,31 @@ def test_poke_mode_times_out_during_a_long_outage(emulator, sf_connections):
     from airflow.sdk.exceptions import AirflowSensorTimeout
 
     emulator.org.set_faults("token", rate=1.0)  # every token request: 503
-    with pytest.raises(AirflowSensorTimeout):
+    with pytest.raises(AirflowSensorTimeout) as info:
         sensor(timeout=1, poke_interval=0.1).execute({})
     assert emulator.org.count("token") >= 1  # transient: no AirflowFailException, checks until the timeout
+    # the timeout says why the token never came: the last error and its hint
+    message = str(info.value)
+    assert "Sensor has timed out" in message
+    assert "last check of connection 'salesforce_oauth_default' failed: " in message and "503" in message
+    assert "Salesforce had an internal error" in message  # the error's hint
 
 
 # ---- deferrable --------------------------------------------------------------------------------
 def test_defers_when_the_first_check_is_transient(emulator, sf_connections):
     emulator.org.set_faults("token", sequence=["json503"])
     task = sensor(deferrable=True, min_remaining=timedelta(minutes=15), check="userinfo", timeout=120, poke_interval=7)
+    before = time.time()
     with pytest.raises(TaskDeferred) as info:
         task.execute({})
     deferred = info.value
-    assert deferred.method_name == "execute_complete" and deferred.timeout == timedelta(seconds=120)
+    # the trigger ends the wait itself (with the last error); Airflow's timeout is only a backstop
+    assert deferred.method_name == "execute_complete" and deferred.timeout > timedelta(seconds=120)
     trigger = deferred.trigger
     assert isinstance(trigger, SalesforceTokenTrigger)
-    assert trigger.serialize()[1] == {
+    kwargs = trigger.serialize()[1]
+    assert before + 120 <= kwargs.pop("end_at") <= time.time() + 120
+    assert kwargs == {
         "salesforce_oauth_conn_id": "salesforce_oauth_default", "min_remaining_seconds": 900.0,
         "check": "userinfo", "poke_interval": 7.0, "retry_attempts": 1, "retry_backoff": 0.01,
     }
@@ -125,6 +136,24 @@ def test_deferrable_fails_without_deferring_on_a_permanent_error(emulator, sf_co
     with pytest.raises(AirflowFailException, match="certificate"):
         sensor(salesforce_oauth_conn_id="sf_bad_key", deferrable=True).execute({})
     assert emulator.org.count("token") == 1
+
+
+async def test_deferred_sensor_times_out_with_the_last_error(emulator, sf_connections):
+    from airflow.sdk.exceptions import AirflowSensorTimeout
+
+    emulator.org.set_faults("token", rate=1.0)  # a long outage: every token request 503
+    task = sensor(deferrable=True, timeout=1, poke_interval=0.2)
+    with pytest.raises(TaskDeferred) as info:
+        task.execute({})
+
+    async def collect() -> list[dict[str, Any]]:
+        return [e.payload async for e in info.value.trigger.run()]
+
+    events = await asyncio.wait_for(collect(), timeout=30)  # before the fix: no event, ever
+    assert [e["status"] for e in events] == ["timeout"]
+    assert "503" in events[0]["message"]
+    with pytest.raises(AirflowSensorTimeout, match=r"timed out after 1 s.*last check of connection 'salesforce_oauth_default' failed: .*503"):
+        task.execute_complete({}, events[0])
 
 
 async def test_trigger_event_resumes_the_sensor(emulator, sf_connections):

@@ -41,13 +41,15 @@ def broken_key_connection(sf_connections: dict[str, dict[str, Any]]) -> dict[str
 
 # ---- serialize ---------------------------------------------------------------------------------
 def test_serialize_round_trips():
-    trigger = SalesforceTokenTrigger("sf_prod", min_remaining_seconds=900, check="userinfo", poke_interval=5, **FAST)
+    trigger = SalesforceTokenTrigger(
+        "sf_prod", min_remaining_seconds=900, check="userinfo", poke_interval=5, end_at=1_800_000_000, **FAST
+    )
     classpath, kwargs = trigger.serialize()
     assert classpath == "sf_oauth_provider.triggers.token.SalesforceTokenTrigger"
     assert json.loads(json.dumps(kwargs)) == kwargs  # plain values only
     assert kwargs == {
         "salesforce_oauth_conn_id": "sf_prod", "min_remaining_seconds": 900.0, "check": "userinfo",
-        "poke_interval": 5.0, "retry_attempts": 2, "retry_backoff": 0.01,
+        "poke_interval": 5.0, "retry_attempts": 2, "retry_backoff": 0.01, "end_at": 1_800_000_000.0,
     }
     module, _, name = classpath.rpartition(".")
     rebuilt = getattr(__import__(module, fromlist=[name]), name)(**kwargs)
