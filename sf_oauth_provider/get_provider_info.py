@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from sf_oauth_provider import __version__
+from sf_oauth_provider.client.flows import DEFAULT_FLOW, FLOWS
 
 __all__ = ["get_provider_info"]
 
@@ -26,9 +27,8 @@ _NUM = ["number", "null"]
 CONN_FIELDS: dict[str, dict[str, Any]] = {
     "auth_flow": _field(
         "Auth flow",
-        "How to get tokens: jwt_bearer (private key + username), client_credentials (My Domain only), "
-        "or refresh_token.",
-        {"type": "string", "enum": ["jwt_bearer", "client_credentials", "refresh_token"], "default": "jwt_bearer"},
+        "How to get tokens: " + "; ".join(flow.summary for flow in FLOWS.values()) + ".",
+        {"type": "string", "enum": list(FLOWS), "default": DEFAULT_FLOW},
     ),
     "username": _field(
         "Username",

@@ -14,13 +14,14 @@ from typing import TYPE_CHECKING, Any, Mapping
 from urllib.parse import urlsplit
 
 from sf_oauth_provider.client.errors import SalesforceConfigError
+from sf_oauth_provider.client.flows import DEFAULT_FLOW, FLOWS, ConnectionFields
 
 if TYPE_CHECKING:
+    from sf_oauth_provider.client.flows import AuthFlow
     from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 
 __all__ = [
     "OAuthConfig",
-    "AUTH_FLOWS",
     "CACHE_MODES",
     "KNOWN_EXTRAS",
     "LOGIN_AUDIENCE",
@@ -29,13 +30,11 @@ __all__ = [
     "is_loopback_host",
 ]
 
-AUTH_FLOWS = ("jwt_bearer", "client_credentials", "refresh_token")
 #: extra 'cache': 'auto' resolves to the widest store configured (today the host's file store)
 CACHE_MODES = ("auto", "file", "memory", "none")
 LOGIN_AUDIENCE = "https://login.salesforce.com"
 TEST_AUDIENCE = "https://test.salesforce.com"
 DEFAULT_API_VERSION = "63.0"
-_GENERIC_LOGIN_HOSTS = ("login.salesforce.com", "test.salesforce.com")
 #: every extra the connection reads (an unknown one is reported with the closest of these)
 KNOWN_EXTRAS = (
     "auth_flow",
@@ -99,14 +98,14 @@ class OAuthConfig:
         return f"{self.host}/services/oauth2/token"
 
     @property
+    def flow(self) -> AuthFlow:
+        """The :class:`~sf_oauth_provider.client.flows.AuthFlow` this connection uses."""
+        return FLOWS[self.auth_flow]
+
+    @property
     def subject(self) -> str:
         """Whom the token is for: the JWT user, the refresh token's holder, or the app itself."""
-        if self.auth_flow == "jwt_bearer":
-            return self.username or ""
-        if self.auth_flow == "refresh_token":
-            # the refresh token identifies the user; keyed by its hash, never the value
-            return "rt:" + hashlib.sha256((self.refresh_token or "").encode()).hexdigest()[:16]
-        return "app"
+        return self.flow.subject(self)
 
     @cached_property
     def cache_key(self) -> str:
@@ -117,9 +116,9 @@ class OAuthConfig:
         connection cached — it must authenticate on its own, and fail now rather than hours later.
         Settings that do not change the request (timeouts, API version, cache mode) are left out.
         """
-        audience = self.audience or "" if self.auth_flow == "jwt_bearer" else ""
         raw = "\x1f".join(
-            (self.host.lower(), self.consumer_key, self.auth_flow, self.subject, audience, self.credential_digest)
+            (self.host.lower(), self.consumer_key, self.auth_flow, self.subject,
+             *self.flow.request_identity(self), self.credential_digest)
         )
         return hashlib.sha256(raw.encode("utf-8")).hexdigest()[:32]
 
@@ -181,9 +180,10 @@ class OAuthConfig:
                 "copy the consumer key from the connected app (App Manager → View → Manage Consumer Details)",
             )
 
-        auth_flow = (text("auth_flow") or "jwt_bearer").lower()
-        if auth_flow not in AUTH_FLOWS:
-            raise fail(f"extra 'auth_flow' {extra.get('auth_flow')!r} is not one of {', '.join(AUTH_FLOWS)}", "extra.auth_flow")
+        auth_flow = (text("auth_flow") or DEFAULT_FLOW).lower()
+        flow = FLOWS.get(auth_flow)
+        if flow is None:
+            raise fail(f"extra 'auth_flow' {extra.get('auth_flow')!r} is not one of {', '.join(FLOWS)}", "extra.auth_flow")
 
         host_url = _normalize_host(conn_id, host, port, fail)
         if schema and schema.strip():
@@ -195,36 +195,11 @@ class OAuthConfig:
                 f"put the whole base URL in 'host', e.g. {host_url}{path}, and leave 'schema' empty",
             )
         hostname = (urlsplit(host_url).hostname or "").lower()
-
+        consumer_secret = (password or "").strip() or None
+        loaded = flow.check(ConnectionFields(conn_id, hostname, consumer_secret, extra, text, fail))
         username = text("username")
-        private_key = None
-        if auth_flow == "jwt_bearer":
-            if not username:
-                raise fail(
-                    "extra 'username' is required for auth_flow 'jwt_bearer'",
-                    "extra.username",
-                    "the Salesforce username the token is issued for (JWT 'sub')",
-                )
-            from sf_oauth_provider.client.assertion import load_private_key
-
-            private_key = load_private_key(
-                text("private_key"),
-                path=text("jwt_key_file"),
-                passphrase=extra.get("private_key_passphrase") or None,
-                conn_id=conn_id,
-            )
-        if auth_flow == "client_credentials":
-            if hostname in _GENERIC_LOGIN_HOSTS:
-                raise fail(
-                    f"auth_flow 'client_credentials' is not served on {hostname}",
-                    "host",
-                    "set host to your My Domain, e.g. https://acme.my.salesforce.com",
-                )
-            if not (password or "").strip():
-                raise fail("'password' (Consumer Secret) is required for auth_flow 'client_credentials'", "password")
+        private_key = loaded.get("private_key")
         refresh_token = text("refresh_token")
-        if auth_flow == "refresh_token" and not refresh_token:
-            raise fail("extra 'refresh_token' is required for auth_flow 'refresh_token'", "extra.refresh_token")
 
         audience = text("audience") or _default_audience(hostname)
         if not audience.startswith(("https://", "http://")):
@@ -240,7 +215,6 @@ class OAuthConfig:
         if cache == "auto":
             cache = "file"  # the widest store this release has: every process on the host
 
-        consumer_secret = (password or "").strip() or None
         return cls(
             conn_id=conn_id,
             host=host_url,

@@ -26,7 +26,6 @@ from tenacity import (
 )
 
 from sf_oauth_provider import __version__
-from sf_oauth_provider.client.assertion import build_assertion
 from sf_oauth_provider.client.config import OAuthConfig
 from sf_oauth_provider.client.errors import (
     SalesforceConfigError,
@@ -51,14 +50,12 @@ __all__ = [
     "SalesforceOAuthClient",
     "AsyncSalesforceOAuthClient",
     "USER_AGENT",
-    "JWT_GRANT",
 ]
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 USER_AGENT = f"sf-oauth-provider/{__version__}"
-JWT_GRANT = "urn:ietf:params:oauth:grant-type:jwt-bearer"
 MAX_QUERY_PAGES = 10_000
 
 
@@ -185,22 +182,7 @@ class _Base:
 
     def token_call(self, refresh_token: str | None = None) -> Call[SalesforceToken]:
         cfg = self.config
-        if cfg.auth_flow == "jwt_bearer":
-            assert cfg.private_key is not None and cfg.username
-            assertion = build_assertion(
-                cfg.private_key, consumer_key=cfg.consumer_key, username=cfg.username,
-                audience=cfg.audience or "", now=self._clock(),
-            )
-            self._on_secret(assertion)
-            data = {"grant_type": JWT_GRANT, "assertion": assertion}
-        elif cfg.auth_flow == "client_credentials":
-            data = {"grant_type": "client_credentials", **self._client_auth()}
-        else:
-            token = refresh_token or cfg.refresh_token or ""
-            self._on_secret(token)
-            data = {"grant_type": "refresh_token", "refresh_token": token, "client_id": cfg.consumer_key}
-            if cfg.consumer_secret:
-                data["client_secret"] = cfg.consumer_secret
+        data = cfg.flow.grant_form(cfg, refresh_token=refresh_token, now=self._clock(), on_secret=self._on_secret)
 
         def parse(reply: Reply) -> SalesforceToken:
             tok = parse_token_response(
