@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
+import os
 import re
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -43,6 +44,7 @@ _KNOWN_EXTRAS = {
     "session_timeout",
     "token_cache",
     "timeout",
+    "ca_bundle",
 }
 
 
@@ -77,6 +79,8 @@ class OAuthConfig:
     session_timeout: float = 7200.0
     token_cache: str = "file"
     timeout: float = 30.0
+    #: PEM CA bundle for TLS verification (None: the system/certifi store)
+    ca_bundle: str | None = None
     #: hash of every credential (consumer secret, public key, refresh token): part of the cache key
     credential_digest: str = field(default="", repr=False)
 
@@ -206,6 +210,11 @@ class OAuthConfig:
         if token_cache not in CACHE_MODES:
             raise fail(f"extra 'token_cache' must be one of {', '.join(CACHE_MODES)}, got {extra.get('token_cache')!r}", "extra.token_cache")
 
+        ca_bundle = text("ca_bundle")
+        if ca_bundle is not None and not (os.path.isfile(ca_bundle) and os.access(ca_bundle, os.R_OK)):
+            raise fail(f"extra 'ca_bundle' {ca_bundle!r} is not a readable file", "extra.ca_bundle",
+                       "give the path of a PEM file of CA certificates, or remove the field to use the system store")
+
         consumer_secret = (password or "").strip() or None
         return cls(
             conn_id=conn_id,
@@ -221,6 +230,7 @@ class OAuthConfig:
             session_timeout=number("session_timeout", 7200.0, 60, 86400 * 7),
             token_cache=token_cache,
             timeout=number("timeout", 30.0, 0.1, 600),
+            ca_bundle=ca_bundle,
             credential_digest=_credential_digest(consumer_secret, private_key, refresh_token),
         )
 

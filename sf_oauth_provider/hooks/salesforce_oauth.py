@@ -282,7 +282,7 @@ class SalesforceOAuthHook(BaseHook):
         import httpx
 
         from sf_oauth_provider.client.auth import SalesforceTokenAuth
-        from sf_oauth_provider.client.oauth import USER_AGENT
+        from sf_oauth_provider.client.oauth import USER_AGENT, tls_verify
 
         token = self.get_token()
         return httpx.Client(
@@ -290,6 +290,7 @@ class SalesforceOAuthHook(BaseHook):
             auth=SalesforceTokenAuth(get_token=lambda stale: self.get_token(stale_token=stale)),
             headers={"User-Agent": USER_AGENT, "Accept": "application/json"},
             timeout=self.config.timeout,
+            verify=tls_verify(self.config.ca_bundle),
         )
 
     def introspect(self, token: str, token_type_hint: str = "access_token") -> IntrospectionResult:
@@ -346,8 +347,14 @@ class SalesforceOAuthHook(BaseHook):
             raise SalesforceConfigError(
                 "get_simple_salesforce() needs simple-salesforce: pip install 'sf-oauth-provider[simple-salesforce]'"
             ) from None
+        import requests
+
         token = self.get_token()
-        return Salesforce(instance_url=token.instance_url, session_id=token.access_token, version=self.config.api_version)
+        session = requests.Session()
+        session.verify = self.config.ca_bundle or True  # extra 'ca_bundle': a private CA (or --tls emulator)
+        return Salesforce(
+            instance_url=token.instance_url, session_id=token.access_token, version=self.config.api_version, session=session
+        )
 
     def test_connection(self) -> tuple[bool, str]:
         """A real token exchange (not from the cache) and a userinfo call, for the UI's Test button."""
