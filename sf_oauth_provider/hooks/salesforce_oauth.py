@@ -347,11 +347,8 @@ class SalesforceOAuthHook(BaseHook):
             raise SalesforceConfigError(
                 "get_simple_salesforce() needs simple-salesforce: pip install 'sf-oauth-provider[simple-salesforce]'"
             ) from None
-        import requests
-
         token = self.get_token()
-        session = requests.Session()
-        session.verify = self.config.ca_bundle or True  # extra 'ca_bundle': a private CA (or --tls emulator)
+        session = _requests_session(self.config.ca_bundle)
         return Salesforce(
             instance_url=token.instance_url, session_id=token.access_token, version=self.config.api_version, session=session
         )
@@ -366,6 +363,23 @@ class SalesforceOAuthHook(BaseHook):
             return False, str(exc)
         user = info.get("preferred_username") or info.get("user_id") or "?"
         return True, f"Authenticated as {user} on {token.instance_url} ({self.config.auth_flow}); token {token.fingerprint}"
+
+
+def _requests_session(ca_bundle: str | None) -> Any:
+    """A requests session that verifies TLS against extra ``ca_bundle`` when set. An adapter
+    enforces it because requests lets ``REQUESTS_CA_BUNDLE`` override ``Session.verify``."""
+    import requests
+    from requests.adapters import HTTPAdapter
+
+    class _Verify(HTTPAdapter):
+        def send(self, request: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+            kwargs["verify"] = ca_bundle
+            return super().send(request, **kwargs)
+
+    session = requests.Session()
+    if ca_bundle:
+        session.mount("https://", _Verify())
+    return session
 
 
 def _iso(epoch: float) -> str:
