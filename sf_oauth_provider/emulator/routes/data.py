@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 import secrets
 import string
+from dataclasses import dataclass
 from typing import Any
 
 from starlette.requests import Request
@@ -51,16 +52,23 @@ def _not_found() -> JSONResponse:
     return data_error("NOT_FOUND", "The requested resource does not exist", 404)
 
 
+@dataclass(frozen=True)
 class _Call:
-    """One authenticated REST call: version, caller and the usage header to send back."""
+    """One authenticated REST call: the org, the API version, the caller's token, and the API
+    usage including this call."""
 
-    def __init__(self, org: Org, version: str, rec: AccessTokenRecord, used: int) -> None:
-        self.org = org
-        self.version = version
-        self.rec = rec
-        self.limit_info = f"api-usage={used}/{org.settings.api_request_limit}"
+    org: Org
+    version: str
+    rec: AccessTokenRecord
+    used: int
+
+    @property
+    def limit_info(self) -> str:
+        """The ``Sforce-Limit-Info`` header value."""
+        return f"api-usage={self.used}/{self.org.settings.api_request_limit}"
 
     def tables(self) -> dict[str, Table]:
+        """The queryable tables as the caller sees them."""
         return build_tables(self.org, self.org.users[self.rec.user_id])
 
 
