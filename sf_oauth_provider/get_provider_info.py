@@ -79,6 +79,12 @@ CONN_FIELDS: dict[str, dict[str, Any]] = {
         {"type": "string", "enum": ["auto", "file", "memory", "none"], "default": "auto"},
     ),
     "timeout": _field("HTTP timeout (s)", "Timeout of each HTTP request to Salesforce. Default 30.", {"type": _NUM}),
+    "ca_bundle": _field(
+        "CA bundle",
+        "Path to a PEM file of CA certificates for TLS verification (corporate TLS proxy, the emulator's --tls "
+        "mode). Default: the system store.",
+        {"type": _STR},
+    ),
 }
 
 UI_FIELD_BEHAVIOUR: dict[str, Any] = {

@@ -6,6 +6,7 @@ import difflib
 import hashlib
 import ipaddress
 import logging
+import os
 import re
 import warnings
 from dataclasses import dataclass, field
@@ -48,6 +49,7 @@ KNOWN_EXTRAS = (
     "session_timeout",
     "cache",
     "timeout",
+    "ca_bundle",
 )
 #: old name -> new name; the old names work for one release (Airflow's masker hid their values)
 RENAMED_EXTRAS = {"token_cache": "cache", "private_key_path": "jwt_key_file"}
@@ -90,6 +92,8 @@ class OAuthConfig:
     #: token store: 'file' (every process on the host), 'memory' (this process) or 'none'
     cache: str = "file"
     timeout: float = 30.0
+    #: PEM CA bundle for TLS verification (None: the system/certifi store)
+    ca_bundle: str | None = None
     #: hash of every credential (consumer secret, public key, refresh token): part of the cache key
     credential_digest: str = field(default="", repr=False)
 
@@ -215,6 +219,11 @@ class OAuthConfig:
         if cache == "auto":
             cache = "file"  # the widest store this release has: every process on the host
 
+        ca_bundle = text("ca_bundle")
+        if ca_bundle is not None and not (os.path.isfile(ca_bundle) and os.access(ca_bundle, os.R_OK)):
+            raise fail(f"extra 'ca_bundle' {ca_bundle!r} is not a readable file", "extra.ca_bundle",
+                       "give the path of a PEM file of CA certificates, or remove the field to use the system store")
+
         return cls(
             conn_id=conn_id,
             host=host_url,
@@ -229,6 +238,7 @@ class OAuthConfig:
             session_timeout=number("session_timeout", 7200.0, 60, 86400 * 7),
             cache=cache,
             timeout=number("timeout", 30.0, 0.1, 600),
+            ca_bundle=ca_bundle,
             credential_digest=_credential_digest(consumer_secret, private_key, refresh_token),
         )
 

@@ -9,6 +9,7 @@ apply to transient errors only.
 from __future__ import annotations
 
 import logging
+import ssl
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Generic, Iterator, TypeVar
@@ -50,12 +51,20 @@ __all__ = [
     "SalesforceOAuthClient",
     "AsyncSalesforceOAuthClient",
     "USER_AGENT",
+    "tls_verify",
 ]
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 USER_AGENT = f"sf-oauth-provider/{__version__}"
+
+
+def tls_verify(ca_bundle: str | None) -> ssl.SSLContext | bool:
+    """httpx's ``verify=``: the default store, or a context that trusts the PEM ``ca_bundle``."""
+    return ssl.create_default_context(cafile=ca_bundle) if ca_bundle else True
+
+
 MAX_QUERY_PAGES = 10_000
 
 
@@ -167,7 +176,7 @@ class _Base:
             "timeout": httpx.Timeout(self.config.timeout),
             "headers": {"User-Agent": USER_AGENT, "Accept": "application/json"},
             "follow_redirects": False,
-            "verify": True,
+            "verify": tls_verify(self.config.ca_bundle),
         }
 
     # ---- request building ------------------------------------------------------------------

@@ -3,6 +3,9 @@
 ``serve()`` pre-binds a loopback socket (port 0 picks a free port), starts uvicorn on it in a
 daemon thread, waits until it accepts connections and yields a :class:`RunningEmulator`. The
 server is stopped on exit from the context (or by :meth:`RunningEmulator.stop`).
+
+With ``tls_dir`` it writes a private CA and a loopback certificate there (:mod:`.tls`) and
+serves https only; ``RunningEmulator.ca_bundle`` is the CA file clients must trust.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import socket
 import threading
 import time
 from contextlib import contextmanager
+import os
 from typing import Iterator
 
 import uvicorn
@@ -20,6 +24,7 @@ import uvicorn
 from .app import build_app
 from .seed import seed_demo_org
 from .state import Org
+from .tls import TlsFiles, write_tls_files
 
 __all__ = ["LOOPBACK_HOST", "RunningEmulator", "serve", "start"]
 
@@ -44,14 +49,24 @@ _FILTER = _QuietResetFilter()
 class RunningEmulator:
     """A running emulator: URLs, the served :class:`Org`, and :meth:`stop`."""
 
-    def __init__(self, org: Org, server: uvicorn.Server, thread: threading.Thread, sock: socket.socket) -> None:
+    def __init__(
+        self,
+        org: Org,
+        server: uvicorn.Server,
+        thread: threading.Thread,
+        sock: socket.socket,
+        tls: TlsFiles | None = None,
+    ) -> None:
         self.org = org
+        self.tls = tls
+        #: PEM file of the CA that signed the server certificate (TLS mode), else None
+        self.ca_bundle: str | None = str(tls.ca_path) if tls else None
         self._server = server
         self._thread = thread
         self._sock = sock
         self.host = LOOPBACK_HOST
         self.port: int = sock.getsockname()[1]
-        self.base_url = f"http://{LOOPBACK_HOST}:{self.port}"
+        self.base_url = f"{'https' if tls else 'http'}://{LOOPBACK_HOST}:{self.port}"
         self.login_url = self.base_url + "/login"
         self.test_url = self.base_url + "/test"
         self._stopped = False
@@ -80,9 +95,21 @@ class RunningEmulator:
         return f"RunningEmulator(base_url={self.base_url!r}, running={self.running})"
 
 
-def start(org: Org | None = None, port: int = 0, log_level: str = "warning") -> RunningEmulator:
-    """Start a server (call :meth:`RunningEmulator.stop` yourself; prefer :func:`serve`)."""
+def start(
+    org: Org | None = None,
+    port: int = 0,
+    log_level: str = "warning",
+    tls_dir: str | os.PathLike[str] | None = None,
+) -> RunningEmulator:
+    """Start a server (call :meth:`RunningEmulator.stop` yourself; prefer :func:`serve`).
+
+    :param org: the org to serve (default: the seed-42 demo org)
+    :param port: port on 127.0.0.1 (0: any free port)
+    :param log_level: uvicorn's log level
+    :param tls_dir: serve https with a certificate written to this directory
+    """
     org = org if org is not None else seed_demo_org()
+    tls = write_tls_files(tls_dir) if tls_dir is not None else None
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
@@ -101,13 +128,15 @@ def start(org: Org | None = None, port: int = 0, log_level: str = "warning") -> 
         timeout_graceful_shutdown=1,
         timeout_keep_alive=5,
         backlog=1024,
+        ssl_certfile=str(tls.cert_path) if tls else None,
+        ssl_keyfile=str(tls.key_path) if tls else None,
     )
     server = uvicorn.Server(config)
     thread = threading.Thread(
         target=server.run, kwargs={"sockets": [sock]}, name=f"sf-emulator-{sock.getsockname()[1]}", daemon=True
     )
     thread.start()
-    running = RunningEmulator(org, server, thread, sock)
+    running = RunningEmulator(org, server, thread, sock, tls)
     deadline = time.monotonic() + 15
     while not server.started:
         if not thread.is_alive() or time.monotonic() > deadline:
@@ -119,9 +148,15 @@ def start(org: Org | None = None, port: int = 0, log_level: str = "warning") -> 
 
 
 @contextmanager
-def serve(org: Org | None = None, port: int = 0, log_level: str = "warning") -> Iterator[RunningEmulator]:
-    """Run the emulator on ``127.0.0.1:port`` (0: any free port) for the duration of the block."""
-    running = start(org, port, log_level)
+def serve(
+    org: Org | None = None,
+    port: int = 0,
+    log_level: str = "warning",
+    tls_dir: str | os.PathLike[str] | None = None,
+) -> Iterator[RunningEmulator]:
+    """Run the emulator on ``127.0.0.1:port`` (0: any free port) for the duration of the block
+    (https when ``tls_dir`` is given; see :func:`start`)."""
+    running = start(org, port, log_level, tls_dir)
     try:
         yield running
     finally:

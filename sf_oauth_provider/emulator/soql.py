@@ -31,6 +31,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from .state import Org, User
 
 __all__ = [
+    "find_table",
+    "selected_columns",
     "DateRange",
     "Query",
     "SoqlError",
@@ -524,9 +526,13 @@ def _sort_key(v: Any) -> Any:
     return v
 
 
-def execute(q: Query, tables: dict[str, Table], api_version: str) -> tuple[int, list[dict[str, Any]]]:
-    """Run a parsed query; returns ``(totalSize, serialized records)``."""
-    table = next((t for n, t in tables.items() if n.lower() == q.obj.lower()), None)
+def find_table(tables: dict[str, Table], name: str) -> Table | None:
+    """The table called ``name`` (case-insensitive, as Salesforce matches object names)."""
+    return next((t for n, t in tables.items() if n.lower() == name.lower()), None)
+
+
+def _table_of(q: Query, tables: dict[str, Table]) -> Table:
+    table = find_table(tables, q.obj)
     if table is None:
         raise SoqlError(
             "INVALID_TYPE",
@@ -534,6 +540,20 @@ def execute(q: Query, tables: dict[str, Table], api_version: str) -> tuple[int, 
             "append the '__c' after the entity name. Please reference your WSDL or the describe call for the "
             "appropriate names.",
         )
+    return table
+
+
+def selected_columns(q: Query, tables: dict[str, Table]) -> tuple[Table, list[tuple[str | None, str, str]]]:
+    """The queried table and ``(relationship or None, canonical field, type)`` per selected path
+    (validated as :func:`execute` would)."""
+    table = _table_of(q, tables)
+    res = _Resolver(tables, table)
+    return table, [res.resolve(p) for p in q.fields]
+
+
+def execute(q: Query, tables: dict[str, Table], api_version: str) -> tuple[int, list[dict[str, Any]]]:
+    """Run a parsed query; returns ``(totalSize, serialized records)``."""
+    table = _table_of(q, tables)
     res = _Resolver(tables, table)
     selected = [res.resolve(p) for p in q.fields]  # validates every field first
     for path, _, _ in q.order:
@@ -622,6 +642,18 @@ def build_tables(org: Org, viewer: User) -> dict[str, Table]:
             for u in org.users.values()
         ]
         profile_rows = [{"Id": k, "Name": v} for k, v in org.profiles.items()]
+        org_row = {
+            "Id": org.org_id,
+            "Name": org.settings.org_name,
+            "IsSandbox": org.settings.is_sandbox,
+            "OrganizationType": "Developer Edition",
+            "InstanceName": "EMU1",
+            "NamespacePrefix": None,
+            "TrialExpirationDate": None,
+            "LanguageLocaleKey": "en_US",
+            "TimeZoneSidKey": "America/Los_Angeles",
+            "DefaultLocaleSidKey": "en_US",
+        }
         account_rows = [dict(r) for r in org.accounts]
         opp_rows = [dict(r) for r in org.opportunities]
     return {
@@ -647,6 +679,16 @@ def build_tables(org: Org, viewer: User) -> dict[str, Table]:
             user_rows,
         ),
         "Profile": Table("Profile", {"Id": "id", "Name": "string"}, {}, profile_rows),
+        "Organization": Table(
+            "Organization",
+            {
+                "Id": "id", "Name": "string", "IsSandbox": "boolean", "OrganizationType": "string",
+                "InstanceName": "string", "NamespacePrefix": "string", "TrialExpirationDate": "datetime",
+                "LanguageLocaleKey": "string", "TimeZoneSidKey": "string", "DefaultLocaleSidKey": "string",
+            },
+            {},
+            [org_row],
+        ),
         "Account": Table("Account", {"Id": "id", "Name": "string", "Industry": "string"}, {}, account_rows),
         "Opportunity": Table(
             "Opportunity",

@@ -121,15 +121,20 @@ class Settings:
     * ``session_timeout`` — seconds an access token lives after its last use (default 7200).
     * ``page_size`` — query batch size (default 2000).
     * ``login_rate_limit`` — successful logins (token grants) per user per rolling hour (3600).
-    * ``max_jwt_lifetime`` — how far ahead a JWT ``exp`` may be (180 s, "3 minutes").
-    * ``jwt_skew`` — clock skew tolerated on both sides of a JWT ``exp`` (30 s).
+    * ``jwt_skew`` — seconds a JWT ``exp`` may lie in the past (clock skew, 30 s). There is no
+      upper bound: Salesforce accepts an ``exp`` far ahead (the Salesforce CLI sends epoch
+      *milliseconds*, authlib one hour ahead), although its docs ask for 3 minutes.
+    * ``api_request_limit`` — REST API requests per rolling 24 h (``DailyApiRequests``; 15000).
+    * ``is_sandbox`` / ``org_name`` — what the ``Organization`` object says.
     """
 
     session_timeout: float = 7200.0
     page_size: int = 2000
     login_rate_limit: int = 3600
-    max_jwt_lifetime: float = 180.0
     jwt_skew: float = 30.0
+    api_request_limit: int = 15000
+    is_sandbox: bool = False
+    org_name: str = "Emulated Org"
 
     def update(self, values: dict[str, Any]) -> None:
         """Apply a dict of settings; unknown names raise ``KeyError``."""
@@ -209,6 +214,8 @@ class Approval:
     use_count: int = 0
     revoked: bool = False
     last_access_mask: str | None = None
+    #: on the tombstone of a rotated-away refresh token: the live approval it was rotated into
+    successor: Approval | None = field(default=None, repr=False, compare=False)
 
 
 @dataclass
@@ -317,6 +324,7 @@ class Org:
         self.approvals: dict[str, Approval] = {}
         self.cursors: dict[str, tuple[str, list[dict[str, Any]]]] = {}
         self._issued: list[str] = []
+        self.api_requests_used = 0
         self._logins: dict[str, deque[float]] = {}
         self._endpoint_counts: dict[str, int] = {}
         self._grant_counts: dict[str, int] = {}
@@ -340,6 +348,7 @@ class Org:
             self.approvals.clear()
             self.cursors.clear()
             self._issued = []
+            self.api_requests_used = 0
             self._logins.clear()
             self.seed_facts = {}
             self.demo = DemoCredentials()
@@ -467,6 +476,7 @@ class Org:
             # keep a tombstone so the old token is recognisably dead (and not reusable)
             tomb = copy.copy(appr)
             tomb.revoked = True
+            tomb.successor = appr
             self.approvals[old] = tomb
             appr.refresh_token = new
             self.approvals[new] = appr
@@ -475,6 +485,26 @@ class Org:
                     rec.parent_refresh = new
             self._issued.append(new)
             return new
+
+    def revoke_successor(self, appr: Approval) -> bool:
+        """A rotated-away refresh token was presented again: like Salesforce, treat it as stolen and
+        revoke the refresh token it was rotated into (and that one's access tokens).
+        Returns ``True`` when a live approval was revoked."""
+        with self.lock:
+            live = appr.successor
+            if live is None or live.revoked:
+                return False
+            self._revoke_approval(live)
+            return True
+
+    def count_api_request(self) -> int | None:
+        """Count one REST API request against ``settings.api_request_limit``; returns the usage
+        including this request, or ``None`` (not counted) when the limit is already reached."""
+        with self.lock:
+            if self.api_requests_used >= self.settings.api_request_limit:
+                return None
+            self.api_requests_used += 1
+            return self.api_requests_used
 
     def access_token_valid(self, rec: AccessTokenRecord | None, now: float | None = None) -> bool:
         """True when the token exists, is not revoked and has not timed out."""

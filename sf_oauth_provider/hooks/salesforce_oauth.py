@@ -282,7 +282,7 @@ class SalesforceOAuthHook(BaseHook):
         import httpx
 
         from sf_oauth_provider.client.auth import SalesforceTokenAuth
-        from sf_oauth_provider.client.oauth import USER_AGENT
+        from sf_oauth_provider.client.oauth import USER_AGENT, tls_verify
 
         token = self.get_token()
         return httpx.Client(
@@ -290,6 +290,7 @@ class SalesforceOAuthHook(BaseHook):
             auth=SalesforceTokenAuth(get_token=lambda stale: self.get_token(stale_token=stale)),
             headers={"User-Agent": USER_AGENT, "Accept": "application/json"},
             timeout=self.config.timeout,
+            verify=tls_verify(self.config.ca_bundle),
         )
 
     def introspect(self, token: str, token_type_hint: str = "access_token") -> IntrospectionResult:
@@ -347,7 +348,10 @@ class SalesforceOAuthHook(BaseHook):
                 "get_simple_salesforce() needs simple-salesforce: pip install 'sf-oauth-provider[simple-salesforce]'"
             ) from None
         token = self.get_token()
-        return Salesforce(instance_url=token.instance_url, session_id=token.access_token, version=self.config.api_version)
+        session = _requests_session(self.config.ca_bundle)
+        return Salesforce(
+            instance_url=token.instance_url, session_id=token.access_token, version=self.config.api_version, session=session
+        )
 
     def test_connection(self) -> tuple[bool, str]:
         """A real token exchange (not from the cache) and a userinfo call, for the UI's Test button."""
@@ -359,6 +363,23 @@ class SalesforceOAuthHook(BaseHook):
             return False, str(exc)
         user = info.get("preferred_username") or info.get("user_id") or "?"
         return True, f"Authenticated as {user} on {token.instance_url} ({self.config.auth_flow}); token {token.fingerprint}"
+
+
+def _requests_session(ca_bundle: str | None) -> Any:
+    """A requests session that verifies TLS against extra ``ca_bundle`` when set. An adapter
+    enforces it because requests lets ``REQUESTS_CA_BUNDLE`` override ``Session.verify``."""
+    import requests
+    from requests.adapters import HTTPAdapter
+
+    class _Verify(HTTPAdapter):
+        def send(self, request: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+            kwargs["verify"] = ca_bundle
+            return super().send(request, **kwargs)
+
+    session = requests.Session()
+    if ca_bundle:
+        session.mount("https://", _Verify())
+    return session
 
 
 def _iso(epoch: float) -> str:

@@ -23,7 +23,7 @@ FAULTS = {
     "500": (E.SalesforceUnavailableError, ("500",)),
     "latency": (E.SalesforceConnectionError, ("no answer within",)),
     "reset": (E.SalesforceConnectionError, ("connection failed",)),
-    "429": (E.SalesforceRateLimitError, ("429", "rate")),
+    "429": (E.SalesforceRateLimitError, ("429", "rate", "Limit exceeded")),  # REST API: 403 REQUEST_LIMIT_EXCEEDED
 }
 ENDPOINTS = ["token", "introspect", "revoke", "query"]
 

@@ -1,0 +1,239 @@
+"""The REST API under ``/services/data`` (REST API Developer Guide): the versions list, the
+resource list, ``limits``, ``query`` / ``queryAll`` with paging and ``columns=true``,
+``sobjects`` (describeGlobal, describe, record retrieve). Served under the root only.
+
+Every authenticated reply carries ``Sforce-Limit-Info: api-usage=N/M`` and every call counts
+against ``settings.api_request_limit``, so the header and ``limits`` agree. Unknown resources
+answer ``404 [{"message", "errorCode": "NOT_FOUND"}]``; trailing slashes are accepted, never
+redirected.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+import string
+from dataclasses import dataclass
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from ..describe import column_metadata, describe_global, describe_sobject, sobject_basic
+from ..soql import SoqlError, Table, build_tables, execute, find_table, parse, selected_columns
+from ..state import AccessTokenRecord, Org
+from ._common import bearer, data_error, guard, org_of
+
+__all__ = ["LATEST_VERSION", "routes", "versions"]
+
+LATEST_VERSION = 64
+_FIRST_VERSION = 20
+_VERSION_RE = re.compile(r"^v(\d+\.\d)$")
+_MAX_CURSORS = 500
+_SEASONS = ("Winter", "Spring", "Summer")
+_RESOURCES = (
+    "tooling", "metadata", "eclair", "folders", "prechatForms", "jobs", "query", "queryAll", "search",
+    "sobjects", "limits", "recent", "analytics", "connect", "composite", "process", "quickActions",
+)
+
+
+def versions() -> list[dict[str, str]]:
+    """The API versions the emulator lists (v20.0 = Winter '11, three releases a year)."""
+    out = []
+    for n in range(_FIRST_VERSION, LATEST_VERSION + 1):
+        k = n - _FIRST_VERSION
+        v = f"{n}.0"
+        out.append({"label": f"{_SEASONS[k % 3]} '{11 + k // 3:02d}", "url": f"/services/data/v{v}", "version": v})
+    return out
+
+
+def _not_found() -> JSONResponse:
+    return data_error("NOT_FOUND", "The requested resource does not exist", 404)
+
+
+@dataclass(frozen=True)
+class _Call:
+    """One authenticated REST call: the org, the API version, the caller's token, and the API
+    usage including this call."""
+
+    org: Org
+    version: str
+    rec: AccessTokenRecord
+    used: int
+
+    @property
+    def limit_info(self) -> str:
+        """The ``Sforce-Limit-Info`` header value."""
+        return f"api-usage={self.used}/{self.org.settings.api_request_limit}"
+
+    def tables(self) -> dict[str, Table]:
+        """The queryable tables as the caller sees them."""
+        return build_tables(self.org, self.org.users[self.rec.user_id])
+
+
+async def list_versions(request: Request) -> Response:
+    """``GET /services/data``: no session needed, as on Salesforce."""
+    return JSONResponse(versions())
+
+
+def _page(version: str, locator: str, records: list[dict[str, Any]], offset: int, size: int) -> dict[str, Any]:
+    chunk = records[offset : offset + size]
+    done = offset + size >= len(records)
+    body: dict[str, Any] = {"totalSize": len(records), "done": done, "records": chunk}
+    if not done:
+        body["nextRecordsUrl"] = f"/services/data/v{version}/query/{locator}-{offset + size}"
+    return body
+
+
+def _query(call: _Call, request: Request) -> Response:
+    org = call.org
+    q = request.query_params.get("q")
+    if not q:
+        return data_error("MALFORMED_QUERY", "A query string has to be specified", 400)
+    try:
+        parsed = parse(q, org.clock.now())
+        tables = call.tables()
+        if request.query_params.get("columns", "").lower() == "true":
+            table, selected = selected_columns(parsed, tables)
+            return JSONResponse(column_metadata(table, selected))
+        total, records = execute(parsed, tables, call.version)
+    except SoqlError as exc:
+        return data_error(exc.error_code, exc.message, 400)
+    if parsed.count_only:
+        return JSONResponse({"totalSize": total, "done": True, "records": []})
+    locator = "01g" + "".join(secrets.choice(string.ascii_letters + string.digits) for _ in range(15))
+    size = max(1, org.settings.page_size)
+    body = _page(call.version, locator, records, 0, size)
+    if not body["done"]:
+        with org.lock:
+            org.cursors[locator] = (call.rec.user_id, records)
+            while len(org.cursors) > _MAX_CURSORS:
+                org.cursors.pop(next(iter(org.cursors)))
+    return JSONResponse(body)
+
+
+def _query_more(call: _Call, locator_and_offset: str) -> Response:
+    org = call.org
+    locator, _, off = locator_and_offset.rpartition("-")
+    with org.lock:
+        cursor = org.cursors.get(locator)
+    if cursor is None or not off.isdigit() or cursor[0] != call.rec.user_id:
+        return data_error("INVALID_QUERY_LOCATOR", "invalid query locator", 400)
+    return JSONResponse(_page(call.version, locator, cursor[1], int(off), max(1, org.settings.page_size)))
+
+
+def _limits(call: _Call) -> Response:
+    s = call.org.settings
+    used = call.org.api_requests_used
+
+    def limit(mx: int, remaining: int | None = None) -> dict[str, int]:
+        return {"Max": mx, "Remaining": mx if remaining is None else remaining}
+
+    return JSONResponse(
+        {
+            "ConcurrentAsyncGetReportInstances": limit(200),
+            "ConcurrentSyncReportRuns": limit(20),
+            "DailyApiRequests": limit(s.api_request_limit, max(0, s.api_request_limit - used)),
+            "DailyAsyncApexExecutions": limit(250000),
+            "DailyBulkApiBatches": limit(15000),
+            "DailyBulkV2QueryJobs": limit(10000),
+            "DailyStreamingApiEvents": limit(10000),
+            "DataStorageMB": limit(1024, 1019),
+            "FileStorageMB": limit(1024, 1024),
+            "HourlyODataCallout": limit(10000),
+            "SingleEmail": limit(5000),
+        }
+    )
+
+
+def _retrieve(call: _Call, table: Table, record_id: str, request: Request) -> Response:
+    if not table.url_ids or len(record_id) not in (15, 18):
+        return _not_found()
+    row = next((r for r in table.rows if r.get("Id") and r["Id"][:15] == record_id[:15]), None)
+    if row is None:
+        return _not_found()
+    wanted = request.query_params.get("fields")
+    names = list(table.fields)
+    if wanted:
+        lowered = {n.lower(): n for n in names}
+        picked = []
+        for w in (x.strip() for x in wanted.split(",") if x.strip()):
+            if w.lower() not in lowered:
+                return data_error("INVALID_FIELD", f"No such column '{w}' on sobject of type {table.name}", 400)
+            picked.append(lowered[w.lower()])
+        names = picked
+    one = Table(table.name, table.fields, table.relationships, [row], table.url_ids)
+    soql = f"SELECT {', '.join(names)} FROM {table.name}"
+    _, records = execute(parse(soql, call.org.clock.now()), {table.name: one}, call.version)
+    return JSONResponse(records[0])
+
+
+def _sobjects(call: _Call, parts: list[str], request: Request) -> Response:
+    tables = call.tables()
+    if not parts:
+        return JSONResponse(describe_global(tables, call.version))
+    table = find_table(tables, parts[0])
+    if table is None or len(parts) > 2:
+        return _not_found()
+    if len(parts) == 1:
+        return JSONResponse({"objectDescribe": sobject_basic(table, call.version), "recentItems": []})
+    if parts[1] == "describe":
+        return JSONResponse(describe_sobject(table, call.version))
+    return _retrieve(call, table, parts[1], request)
+
+
+def _resources(version: str) -> dict[str, str]:
+    return {name: f"/services/data/v{version}/{name}" for name in _RESOURCES}
+
+
+def _dispatch(call: _Call, parts: list[str], request: Request) -> Response:
+    if not parts:
+        return JSONResponse(_resources(call.version))
+    head, rest = parts[0], parts[1:]
+    if head in ("query", "queryAll"):
+        if not rest:
+            return _query(call, request)
+        if len(rest) == 1:
+            return _query_more(call, rest[0])
+        return _not_found()
+    if head == "limits" and not rest:
+        return _limits(call)
+    if head == "sobjects":
+        return _sobjects(call, rest, request)
+    return _not_found()
+
+
+async def data_api(request: Request) -> Response:
+    """``/services/data/vNN.N/...``: faults, the version, the session, the API limit, then the
+    resource."""
+    org = org_of(request)
+    faulted = await guard(org, "query", data_api=True)
+    if faulted is not None:
+        return faulted
+    parts = [p for p in request.path_params["rest"].split("/") if p]
+    m = _VERSION_RE.match(parts[0]) if parts else None
+    if m is None:
+        return _not_found()
+    if request.method not in ("GET", "HEAD"):
+        return data_error("METHOD_NOT_ALLOWED", f"HTTP Method '{request.method}' not allowed. Allowed are GET,HEAD", 405)
+    rec = org.use_access_token(bearer(request))
+    if rec is None:
+        return data_error("INVALID_SESSION_ID", "Session expired or invalid", 401)
+    used = org.count_api_request()
+    if used is None:
+        return data_error("REQUEST_LIMIT_EXCEEDED", "TotalRequests Limit exceeded.", 403)
+    call = _Call(org, m.group(1), rec, used)
+    response = _dispatch(call, parts[1:], request)
+    response.headers["Sforce-Limit-Info"] = call.limit_info
+    return response
+
+
+def routes() -> list[Route]:
+    """The REST API routes (root only)."""
+    methods = ["GET", "HEAD", "POST", "PATCH", "PUT", "DELETE"]
+    return [
+        Route("/services/data", list_versions, methods=["GET", "HEAD"]),
+        Route("/services/data/", list_versions, methods=["GET", "HEAD"]),
+        Route("/services/data/{rest:path}", data_api, methods=methods),
+    ]
