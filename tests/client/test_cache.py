@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 from cryptography.fernet import Fernet
 
-from sf_oauth_provider.client import cache as cache_module
+from sf_oauth_provider.client.stores import forget_process_memory as forget_namespace
 from sf_oauth_provider.client.cache import TokenCache, default_cache_dir
 from sf_oauth_provider.client.token import SalesforceToken
 
@@ -51,7 +51,7 @@ def new_key() -> str:
 
 def forget_process_memory(directory: Path) -> None:
     """Make the next TokenCache on ``directory`` start with empty memory, as a new process would."""
-    cache_module._MEMORY.pop(os.path.realpath(directory), None)
+    forget_namespace(os.path.realpath(directory))
 
 
 class Counter:
@@ -60,7 +60,7 @@ class Counter:
         self._lock = threading.Lock()
 
     def fetcher(self, delay: float = 0.0, label: str = "fetched"):
-        def fetch() -> SalesforceToken:
+        def fetch(_refresh_token: str | None = None) -> SalesforceToken:
             with self._lock:
                 self.calls += 1
             if delay:
@@ -79,7 +79,7 @@ from sf_oauth_provider.client.token import SalesforceToken
 
 cache_dir, key, counter, action, stale, wait = sys.argv[1:7]
 
-def fetch():
+def fetch(_refresh_token=None):
     with open(counter, "a") as f:
         f.write(f"{os.getpid()}\n")
     time.sleep(0.3)
@@ -414,7 +414,7 @@ def test_fetch_error_propagates_and_nothing_is_cached(tmp_path: Path) -> None:
     for cache in (TokenCache("memory"), TokenCache("file", cache_dir=tmp_path / "c")):
         key = new_key()
 
-        def fail() -> SalesforceToken:
+        def fail(_refresh_token: str | None = None) -> SalesforceToken:
             raise Boom("no token")
 
         with pytest.raises(Boom, match="no token"):
@@ -429,7 +429,7 @@ async def test_async_fetch_error_propagates(tmp_path: Path) -> None:
     cache = TokenCache("file", cache_dir=tmp_path / "c")
     key = new_key()
 
-    async def fail() -> SalesforceToken:
+    async def fail(_refresh_token: str | None = None) -> SalesforceToken:
         raise KeyError("nope")
 
     with pytest.raises(KeyError):
@@ -451,9 +451,9 @@ def test_reentrant_invalidate_inside_fetch(tmp_path: Path) -> None:
     cache = TokenCache("file", cache_dir=tmp_path / "c", lock_timeout=2)
     key = new_key()
 
-    def fetch() -> SalesforceToken:
+    def fetch(_refresh_token: str | None = None) -> SalesforceToken:
         cache.invalidate(key)
-        return cache.get_or_fetch(key, lambda: make_token("inner"), is_usable=usable)
+        return cache.get_or_fetch(key, lambda _r: make_token("inner"), is_usable=usable)
 
     started = time.monotonic()
     cache.get_or_fetch(key, fetch, is_usable=usable)
@@ -493,7 +493,7 @@ async def test_single_flight_coroutines(tmp_path: Path, mode: str) -> None:
     key = new_key()
     calls = 0
 
-    async def fetch() -> SalesforceToken:
+    async def fetch(_refresh_token: str | None = None) -> SalesforceToken:
         nonlocal calls
         calls += 1
         await asyncio.sleep(0.2)
@@ -509,7 +509,7 @@ async def test_async_stale_token_and_memory_fast_path(tmp_path: Path) -> None:
     key = new_key()
     calls = 0
 
-    async def fetch() -> SalesforceToken:
+    async def fetch(_refresh_token: str | None = None) -> SalesforceToken:
         nonlocal calls
         calls += 1
         return make_token(f"n{calls}")
@@ -536,7 +536,7 @@ def test_single_flight_threads_and_event_loops_mixed(tmp_path: Path) -> None:
     def loop_call() -> None:
         cache = TokenCache("file", cache_dir=tmp_path / "c")
 
-        async def fetch() -> SalesforceToken:
+        async def fetch(_refresh_token: str | None = None) -> SalesforceToken:
             return counter.fetcher(delay=0.2)()
 
         async def main() -> list[SalesforceToken]:
@@ -651,7 +651,7 @@ async def test_async_lock_wait_does_not_block_the_loop_and_cancel_releases(
             await asyncio.sleep(0.01)
             ticks += 1
 
-    async def fetch() -> SalesforceToken:
+    async def fetch(_refresh_token: str | None = None) -> SalesforceToken:
         return make_token()
 
     tick_task = asyncio.create_task(ticker())
