@@ -143,10 +143,13 @@ class TokenProvider:
         if stale_token is not None:
             self._on_secret(stale_token)
         outcome = self.cache.fetch_outcome(
-            self.config.cache_key, self.client.fetch_token, is_usable=self.usable,
-            force=force_refresh, stale_token=stale_token,
+            self.config.cache_key, self._fetch, is_usable=self.usable, force=force_refresh, stale_token=stale_token,
         )
         return self._handed_out(outcome)
+
+    def _fetch(self, refresh_token: str | None) -> SalesforceToken:
+        # the client (an httpx pool with its TLS context: tens of ms) is built on the first miss only
+        return self.client.fetch_token(refresh_token=refresh_token)
 
     async def aget_token(self, force_refresh: bool = False, stale_token: str | None = None) -> SalesforceToken:
         """Async :meth:`get_token`: no blocking I/O on the event loop."""

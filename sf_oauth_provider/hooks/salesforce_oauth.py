@@ -336,9 +336,3 @@ class SalesforceOAuthHook(BaseHook):
         user = info.get("preferred_username") or info.get("user_id") or "?"
         return True, f"Authenticated as {user} on {token.instance_url} ({self.config.auth_flow}); token {token.fingerprint}"
 
-
-def _iso(epoch: float) -> str:
-    from datetime import datetime, timezone
-
-    return datetime.fromtimestamp(epoch, tz=timezone.utc).isoformat(timespec="seconds")
-

@@ -20,12 +20,14 @@ _GUARD = threading.Lock()
 
 
 def forget_process_memory(namespace: str | None = None, *, everything: bool = False) -> None:
-    """Empty this process's token memory (as a new process starts): one namespace, or all."""
+    """Empty this process's token memory (as a new process starts): one namespace, or all.
+
+    Emptied in place, so that every store already built sees it too.
+    """
     with _GUARD:
-        if everything:
-            _MEMORY.clear()
-        else:
-            _MEMORY.pop(namespace, None)
+        for name, tokens in _MEMORY.items():
+            if everything or name == namespace:
+                tokens.clear()
 
 
 @dataclass
