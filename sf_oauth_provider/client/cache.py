@@ -5,7 +5,8 @@ Layers, cheapest first::
     process memory (MemoryStore)  →  encrypted file (FileStore, every process on the host)
 
 ``mode``: ``file`` (memory + file; ``auto`` means the same until a shared store is configured),
-``memory`` (this process) or ``none`` (no layers: every call fetches). A file cache whose
+``memory`` (this process) or ``none`` (every call fetches; only a rotated refresh token is kept,
+in this object). A file cache whose
 directory cannot be used safely degrades to memory, with one warning. The refresh rules live in
 :mod:`sf_oauth_provider.client.singleflight`; the stores in :mod:`sf_oauth_provider.client.stores`.
 Nothing here decides whether a token is still good: callers pass ``is_usable``.
@@ -22,6 +23,7 @@ from pathlib import Path
 from sf_oauth_provider.client import singleflight
 from sf_oauth_provider.client.stores import FileStore, MemoryStore, Rejected, TokenStore, has_access_token
 from sf_oauth_provider.client.stores.memory import _MEMORY  # noqa: F401  (tests forget process memory through it)
+from sf_oauth_provider.client.stores.memory import RefreshTokenKeeper
 from sf_oauth_provider.client.stores.safefs import warn_once
 from sf_oauth_provider.client.token import SalesforceToken
 
@@ -101,7 +103,7 @@ class TokenCache:
                 )
                 self._mode = "memory"
         if self._mode == "none":
-            self.layers: tuple[TokenStore, ...] = ()
+            self.layers: tuple[TokenStore, ...] = (RefreshTokenKeeper(),)
         elif self._file is not None:
             self.layers = (MemoryStore(self._file.namespace), self._file, *extra_layers)
         else:

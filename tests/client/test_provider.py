@@ -130,3 +130,13 @@ def test_cache_none_still_fetches_every_time(emulator, emulator_connections, cac
     provider.get_token()
     provider.get_token()
     assert emulator.org.count("token") == 2 and not cache_dir.exists()
+
+
+def test_cache_none_keeps_the_rotated_refresh_token(emulator, emulator_connections, cache_dir):
+    conn = json.loads(json.dumps(emulator_connections["salesforce_oauth_refresh"]))
+    conn["extra"]["token_cache"] = "none"
+    provider = TokenProvider(config_of(conn))
+    first = provider.get_token()
+    second = provider.get_token()  # the configured refresh token was rotated away by the first
+    assert second.access_token != first.access_token
+    assert emulator.org.count("token", grant="refresh_token") == 2 and not cache_dir.exists()

@@ -7,11 +7,11 @@ import threading
 from dataclasses import dataclass, field
 from typing import AsyncIterator, Iterator
 
-from sf_oauth_provider.client.stores.base import forget_access_token
+from sf_oauth_provider.client.stores.base import forget_access_token, refresh_only
 from sf_oauth_provider.client.stores.locks import task_locked, thread_locked
 from sf_oauth_provider.client.token import SalesforceToken
 
-__all__ = ["MemoryStore", "forget_process_memory"]
+__all__ = ["MemoryStore", "RefreshTokenKeeper", "forget_process_memory"]
 
 # Namespaced by cache directory (None: memory-only caches) so that caches pointing at
 # different directories stay separate. Never rebound: tests and tools may clear it.
@@ -78,4 +78,46 @@ class MemoryStore:
     @contextlib.asynccontextmanager
     async def alock(self, key: str, timeout: float) -> AsyncIterator[bool]:
         async with task_locked((self.namespace, key), timeout) as held:
+            yield held
+
+
+class RefreshTokenKeeper:
+    """Cache mode ``none``: no access token is ever reused, but a rotated refresh token is kept
+    (in this object only), so that the next request does not use one Salesforce rotated away."""
+
+    name = "refresh-token keeper"
+    shared = False
+
+    def __init__(self) -> None:
+        self._tokens: dict[str, SalesforceToken] = {}
+        self._namespace = f"none:{id(self)}"
+
+    def get(self, key: str) -> SalesforceToken | None:
+        token = self._tokens.get(key)
+        return refresh_only(token) if token is not None else None
+
+    def put(self, key: str, token: SalesforceToken) -> None:
+        if token.refresh_token:
+            self._tokens[key] = refresh_only(token)
+
+    def invalidate(self, key: str, access_token: str | None) -> None:
+        """Nothing to do: no access token is kept."""
+
+    @contextlib.contextmanager
+    def lock(self, key: str, timeout: float) -> Iterator[bool]:
+        with thread_locked((self._namespace, key), timeout) as held:
+            yield held
+
+    async def aget(self, key: str) -> SalesforceToken | None:
+        return self.get(key)
+
+    async def aput(self, key: str, token: SalesforceToken) -> None:
+        self.put(key, token)
+
+    async def ainvalidate(self, key: str, access_token: str | None) -> None:
+        """Nothing to do: no access token is kept."""
+
+    @contextlib.asynccontextmanager
+    async def alock(self, key: str, timeout: float) -> AsyncIterator[bool]:
+        async with task_locked((self._namespace, key), timeout) as held:
             yield held
