@@ -12,7 +12,7 @@ a token — and receives the answers. :func:`run` performs the steps with blocki
 3. under the lock, read every layer, widest first (the freshest view: process memory may hold
    a refresh token another process has rotated away); a rejected ``stale_token`` is forgotten
    there (its refresh token kept); a usable token found is returned;
-4. else fetch with the **newest refresh token found in any layer**, keep it on the new token
+4. else fetch with the **newest refresh token found in any layer** (the one issued last), keep it on the new token
    when Salesforce sent none back, and write the token to every layer.
 """
 
@@ -120,13 +120,26 @@ def token_flow(
                 for narrower, _ in found[depth + 1:]:
                     yield Write(narrower, key, token)
                 return Outcome(token)
-    refresh = next((t.refresh_token for _, t in found if t is not None and t.refresh_token), None)
+    refresh = _newest_refresh_token([t for _, t in found])
     token = yield Fetch(refresh)
     if token.refresh_token is None and refresh:
         token = replace(token, refresh_token=refresh)  # Salesforce did not rotate: keep the one we have
     for store in layers:
         yield Write(store, key, token)
     return Outcome(token, fetched=True, refresh_token=refresh)
+
+
+def _newest_refresh_token(tokens: list[SalesforceToken | None]) -> str | None:
+    """The refresh token that came with the most recently issued token (ties: the widest layer).
+
+    Every refresh issues an access token and, with rotation on, a refresh token together, so the
+    newest ``issued_at`` carries the one refresh token Salesforce still accepts — even when a
+    wider layer missed the last write (a full disk, a store that was down).
+    """
+    with_refresh = [t for t in tokens if t is not None and t.refresh_token]
+    if not with_refresh:
+        return None
+    return max(with_refresh, key=lambda t: t.issued_at).refresh_token  # max keeps the first of equals
 
 
 def invalidate_flow(layers: Sequence[TokenStore], key: str, access_token: str | None) -> Generator[Step, Any, None]:

@@ -671,3 +671,51 @@ async def test_async_lock_wait_does_not_block_the_loop_and_cancel_releases(
         token = await quick.aget_or_fetch(key, fetch, is_usable=usable)
     assert token is not None
     assert "without it" not in caplog.text
+
+
+# ---------------------------------------------------------------- rotation
+
+
+def with_refresh(label: str, issued_offset: float, refresh: str) -> SalesforceToken:
+    from dataclasses import replace
+
+    token = make_token(label)
+    return replace(token, issued_at=token.issued_at + issued_offset, refresh_token=refresh)
+
+
+@pytest.mark.parametrize("newer_in", ["file", "memory"])
+def test_a_refresh_uses_the_refresh_token_issued_last_in_any_layer(tmp_path: Path, newer_in: str) -> None:
+    """Process memory may hold a rotated-away refresh token (another process refreshed), and a
+    file write may have failed (the newest then lives in memory only): the newest one wins."""
+    cache = TokenCache("file", cache_dir=tmp_path / "c")
+    memory, file = cache.layers[0], cache.layers[1]
+    key = new_key()
+    old, new = with_refresh("old", -100, "5Aep-old"), with_refresh("new", 0, "5Aep-new")
+    file.put(key, new if newer_in == "file" else old)
+    memory.put(key, old if newer_in == "file" else new)
+    used: list[str | None] = []
+
+    def fetch(refresh_token: str | None) -> SalesforceToken:
+        used.append(refresh_token)
+        return make_token("fetched")  # Salesforce did not rotate this time
+
+    token = cache.get_or_fetch(key, fetch, is_usable=usable, force=True)
+    assert used == ["5Aep-new"]
+    assert token.refresh_token == "5Aep-new"  # carried to the new token, in every layer
+    forget_process_memory(tmp_path / "c")
+    assert TokenCache("file", cache_dir=tmp_path / "c").get(key).refresh_token == "5Aep-new"
+
+
+def test_invalidate_keeps_the_refresh_token_in_every_layer(tmp_path: Path) -> None:
+    cache = TokenCache("file", cache_dir=tmp_path / "c")
+    key = new_key()
+    token = with_refresh("t", 0, "5Aep-kept")
+    cache.put(key, token)
+    cache.invalidate(key, access_token=token.access_token)
+    assert cache.get(key) is None  # no access token is handed out any more
+    for store in cache.layers:
+        kept = store.get(key)
+        assert kept is not None and kept.refresh_token == "5Aep-kept" and not kept.access_token
+    used: list[str | None] = []
+    cache.get_or_fetch(key, lambda r: used.append(r) or make_token("next"), is_usable=usable)
+    assert used == ["5Aep-kept"]
