@@ -19,11 +19,12 @@ import os
 import threading
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Callable, Sequence
 
 from sf_oauth_provider.client.cache import TokenCache, default_cache_dir
 from sf_oauth_provider.client.config import OAuthConfig
 from sf_oauth_provider.client.singleflight import Outcome
+from sf_oauth_provider.client.stores import TokenStore
 from sf_oauth_provider.client.token import SalesforceToken
 
 if TYPE_CHECKING:
@@ -56,6 +57,8 @@ class TokenProvider:
     :param lock_timeout: seconds to wait for another caller's refresh before fetching anyway
     :param client_factory: the sync client to use (default: one owned by this provider)
     :param cache: a prepared :class:`TokenCache` (default: built from the arguments above)
+    :param shared_layers: stores wider than the file (a store shared by many hosts), looked up
+        after it, in order; the widest one's lock makes the refresh single-flight
     """
 
     def __init__(
@@ -71,6 +74,7 @@ class TokenProvider:
         lock_timeout: float = 120.0,
         client_factory: Callable[[], SalesforceOAuthClient] | None = None,
         cache: TokenCache | None = None,
+        shared_layers: Sequence[TokenStore] = (),
     ) -> None:
         self.config = config
         self.leeway = float(leeway)
@@ -83,6 +87,7 @@ class TokenProvider:
         self._client_factory = client_factory
         self._client: SalesforceOAuthClient | None = None
         self._cache = cache
+        self._shared_layers = tuple(shared_layers)
         self._build_guard = threading.Lock()
 
     def __repr__(self) -> str:
@@ -98,7 +103,8 @@ class TokenProvider:
                 if self._cache is None:
                     directory = Path(self._cache_dir) if self._cache_dir is not None else default_cache_dir()
                     self._cache = TokenCache(self.config.token_cache, cache_dir=directory, fernet_key=self._fernet_key,
-                                             lock_timeout=self._lock_timeout, logger=self.log)
+                                             lock_timeout=self._lock_timeout, logger=self.log,
+                                             extra_layers=self._shared_layers)
                 cache = self._cache
         return cache
 

@@ -8,7 +8,8 @@ a token — and receives the answers. :func:`run` performs the steps with blocki
 1. a usable token in a layer (memory, then file, then shared) is returned; a hit in a wider
    layer is copied into the unshared layers above it;
 2. otherwise take the widest layer's lock (single-flight: among all who share that layer, one
-   refreshes, the others find its token under the lock);
+   refreshes, the others find its token under the lock); a layer that cannot lock answers
+   False and the next narrower layer's lock is taken instead;
 3. under the lock, read every layer, widest first (the freshest view: process memory may hold
    a refresh token another process has rotated away); a rejected ``stale_token`` is forgotten
    there (its refresh token kept); a usable token found is returned;
@@ -106,7 +107,11 @@ def token_flow(
                     if not upper.shared:  # shared layers are written under the lock only
                         yield Write(upper, key, token)
                 return Outcome(token)
-    yield Lock(layers[-1], key)
+    for store in reversed(layers):
+        # the widest layer's lock; when it cannot be had (a shared store that is down, a stuck
+        # holder), the next narrower one, so that at least this host refreshes once
+        if (yield Lock(store, key)):
+            break
     found: list[tuple[TokenStore, SalesforceToken | None]] = []
     for store in reversed(layers):
         token = yield Read(store, key)

@@ -6,6 +6,7 @@ Real files, real locks, real subprocesses: nothing of the cache is mocked.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -719,3 +720,53 @@ def test_invalidate_keeps_the_refresh_token_in_every_layer(tmp_path: Path) -> No
     used: list[str | None] = []
     cache.get_or_fetch(key, lambda r: used.append(r) or make_token("next"), is_usable=usable)
     assert used == ["5Aep-kept"]
+
+
+class UnreachableSharedStore:
+    """A shared layer that is down (as Redis can be): misses, drops writes, cannot lock."""
+
+    name, shared = "unreachable", True
+
+    def get(self, key):
+        return None
+
+    def put(self, key, token):
+        pass
+
+    def invalidate(self, key, access_token):
+        pass
+
+    @contextlib.contextmanager
+    def lock(self, key, timeout):
+        yield False
+
+    async def aget(self, key):
+        return None
+
+    async def aput(self, key, token):
+        pass
+
+    async def ainvalidate(self, key, access_token):
+        pass
+
+    @contextlib.asynccontextmanager
+    async def alock(self, key, timeout):
+        yield False
+
+
+def test_a_shared_layer_that_cannot_lock_falls_back_to_the_file_lock(tmp_path: Path) -> None:
+    key, counter = new_key(), Counter()
+    barrier = threading.Barrier(8)
+    results: list[str] = []
+
+    def call() -> None:
+        cache = TokenCache("file", cache_dir=tmp_path / "c", extra_layers=(UnreachableSharedStore(),))
+        barrier.wait()
+        results.append(cache.get_or_fetch(key, counter.fetcher(delay=0.2), is_usable=usable).access_token)
+
+    threads = [threading.Thread(target=call) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert counter.calls == 1 and len(results) == 8 and len(set(results)) == 1
