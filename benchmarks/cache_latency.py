@@ -5,7 +5,10 @@ Lines (each a batch of calls, repeated; per-call min / median over the batches):
 
 * ``memory_hit`` — ``hook.get_token()`` on a warm hook (the token is in this process's memory);
 * ``file_hit`` — ``hook.get_token()`` after emptying this process's memory cache before every
-  call (``hook.cache._mem.clear()``): read, decrypt and parse the encrypted cache file;
+  call (``forget_process_memory``, untimed): read, decrypt and parse the encrypted cache file;
+* ``async_memory_hit`` / ``async_file_hit`` — the same through ``await hook.aget_token()`` on one
+  event loop (the triggerer's path; file I/O runs in a thread);
+* ``provider_memory_hit`` — ``TokenProvider.get_token()`` without Airflow's hook around it;
 * ``new_hook_file_hit`` — ``SalesforceOAuthHook(conn_id).get_token()`` with a new hook and an
   empty memory cache, as the first call in a new task process pays (connection from the
   environment, validation incl. loading the private key, cache set-up, file read);
@@ -55,6 +58,38 @@ def per_call(fn: Callable[[], Any], calls: int, repeats: int, before: Callable[[
     return out
 
 
+def aper_call(fn: Callable[[], Any], calls: int, repeats: int, before: Callable[[], Any] | None = None) -> list[float]:
+    """:func:`per_call` for a coroutine function, all batches on one event loop."""
+    import asyncio
+
+    async def batches() -> list[float]:
+        out = []
+        for _ in range(repeats):
+            total = 0.0
+            for _ in range(calls):
+                if before is not None:
+                    before()
+                started = time.perf_counter()
+                await fn()
+                total += time.perf_counter() - started
+            out.append(total / calls)
+        return out
+
+    return asyncio.run(batches())
+
+
+def _forget_memory() -> None:
+    try:
+        from sf_oauth_provider.client.stores import forget_process_memory
+    except ImportError:  # the code before the stores package, for a before/after comparison
+        from sf_oauth_provider.client import cache
+
+        for tokens in cache._MEMORY.values():
+            tokens.clear()
+        return
+    forget_process_memory(everything=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Measure every line against a running emulator's JWT connection; print JSON."""
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -76,10 +111,21 @@ def main(argv: list[str] | None = None) -> int:
         r = args.repeats
         lines: dict[str, list[float]] = {}
         lines["memory_hit"] = per_call(hook.get_token, 2000, r)
-        lines["file_hit"] = per_call(hook.get_token, 200, r, before=hook.cache._mem.clear)
+        lines["file_hit"] = per_call(hook.get_token, 200, r, before=_forget_memory)
         lines["new_hook_file_hit"] = per_call(
-            lambda: SalesforceOAuthHook(CONN_ID).get_token(), 50, r, before=hook.cache._mem.clear
+            lambda: SalesforceOAuthHook(CONN_ID).get_token(), 50, r, before=_forget_memory
         )
+        ahook = SalesforceOAuthHook(CONN_ID)
+        lines["async_memory_hit"] = aper_call(ahook.aget_token, 500, r)
+        lines["async_file_hit"] = aper_call(ahook.aget_token, 100, r, before=_forget_memory)
+        try:
+            from sf_oauth_provider.client import TokenProvider
+        except ImportError:
+            TokenProvider = None
+        if TokenProvider is not None:
+            provider = TokenProvider(hook.config)
+            provider.get_token()
+            lines["provider_memory_hit"] = per_call(provider.get_token, 2000, r)
         key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
         lines["assertion"] = per_call(
             lambda: build_assertion(key, consumer_key="3MVG9bench", username="bench@example.com",

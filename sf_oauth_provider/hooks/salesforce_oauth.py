@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import json
 from functools import cached_property
@@ -18,6 +19,7 @@ if TYPE_CHECKING:
 
     from sf_oauth_provider.client.cache import TokenCache
     from sf_oauth_provider.client.oauth import AsyncSalesforceOAuthClient, RetryPolicy, SalesforceOAuthClient
+    from sf_oauth_provider.client.provider import TokenProvider
 
 __all__ = ["SalesforceOAuthHook"]
 
@@ -133,14 +135,45 @@ class SalesforceOAuthHook(BaseHook):
         # Without an airflow.cfg the value is the literal placeholder '{FERNET_KEY}': no key.
         return None if key is None or key.startswith("{") else key
 
-    def _cache_for(self, config: OAuthConfig) -> TokenCache:
-        from sf_oauth_provider.client.cache import TokenCache, default_cache_dir
+    def _provider_for(self, config: OAuthConfig) -> TokenProvider:
+        from sf_oauth_provider.client.cache import default_cache_dir
+        from sf_oauth_provider.client.provider import TokenProvider
 
-        return TokenCache(config.cache, cache_dir=default_cache_dir(), fernet_key=self._fernet_key(), logger=self.log)
+        return TokenProvider(
+            config, leeway=self.leeway, cache_dir=default_cache_dir(), fernet_key=self._fernet_key(),
+            retry=self.retry, on_secret=self._unmasked.append, logger=self.log, client_factory=lambda: self.client,
+        )
 
     @cached_property
+    def _unmasked(self) -> collections.deque[str]:
+        """Secrets the provider saw and the masker does not know yet (masked after each call)."""
+        return collections.deque()
+
+    def _flush_masks(self) -> None:
+        pending = self._unmasked
+        while pending:
+            _mask(pending.popleft())
+
+    async def _aflush_masks(self) -> None:
+        pending, batch = self._unmasked, []
+        while pending:
+            batch.append(pending.popleft())
+        await _amask(batch)
+
+    @cached_property
+    def provider(self) -> TokenProvider:
+        """The connection's :class:`~sf_oauth_provider.client.TokenProvider` (stores built once)."""
+        return self._provider_for(self.config)
+
+    async def _aprovider(self) -> TokenProvider:
+        if "provider" not in self.__dict__:
+            self.__dict__["provider"] = self._provider_for(await self.aconfig())
+        return self.__dict__["provider"]
+
+    @property
     def cache(self) -> TokenCache:
-        return self._cache_for(self.config)
+        """The token cache layers of the connection (memory, file)."""
+        return self.provider.cache
 
     # ---- clients -----------------------------------------------------------------------------
     @cached_property
@@ -175,24 +208,6 @@ class SalesforceOAuthHook(BaseHook):
         if client is not None:
             client.close()
 
-    def _usable(self, token: SalesforceToken) -> bool:
-        return token.is_fresh(self.leeway)
-
-    def _log_rotation(self, previous: SalesforceToken | None, token: SalesforceToken) -> None:
-        if token.refresh_token and (previous is None or previous.refresh_token != token.refresh_token):
-            self.log.info(
-                "Salesforce rotated the refresh token of connection %r; the new one is kept in the token cache",
-                self.salesforce_oauth_conn_id,
-            )
-
-    def _carry_refresh_token(self, previous: SalesforceToken | None, token: SalesforceToken) -> SalesforceToken:
-        """Keep the latest rotated refresh token with every new access token."""
-        from dataclasses import replace
-
-        if token.refresh_token is None and previous is not None and previous.refresh_token:
-            return replace(token, refresh_token=previous.refresh_token)
-        return token
-
     # ---- tokens ------------------------------------------------------------------------------
     def get_token(self, force_refresh: bool = False, *, stale_token: str | None = None) -> SalesforceToken:
         """A usable access token: cached, or fetched once for every process on this host.
@@ -200,64 +215,25 @@ class SalesforceOAuthHook(BaseHook):
         :param force_refresh: fetch a new token even if the cached one looks fresh
         :param stale_token: an access token Salesforce refused; a different one is returned
         """
-        config, cache = self.config, self.cache
-
-        def fetch() -> SalesforceToken:
-            previous = cache.get(config.cache_key)
-            rotated = previous.refresh_token if previous is not None else None
-            token = self._carry_refresh_token(previous, self.client.fetch_token(refresh_token=rotated))
-            self._log_rotation(previous, token)
-            self.log.info(
-                "Fetched a Salesforce token %s for connection %r (%s), valid until %s (%s)",
-                token.fingerprint, config.conn_id, config.auth_flow, _iso(token.expires_at), token.expires_at_source,
-            )
-            return token
-
-        if stale_token is not None:
-            cache.invalidate(config.cache_key, access_token=stale_token)
-        token = cache.get_or_fetch(
-            config.cache_key, fetch, is_usable=self._usable,
-            force=force_refresh or stale_token is not None, stale_token=stale_token,
-        )
-        _mask(token.access_token)
-        _mask(token.refresh_token)
-        return token
+        try:
+            return self.provider.get_token(force_refresh, stale_token=stale_token)
+        finally:
+            self._flush_masks()
 
     async def aget_token(self, force_refresh: bool = False, *, stale_token: str | None = None) -> SalesforceToken:
-        """Async :meth:`get_token` (for triggers): async I/O only."""
-        config = await self.aconfig()
-        cache = self._cache_for(config)
-        sink: list[str] = []
-
-        async def fetch() -> SalesforceToken:
-            import asyncio
-
-            previous = await asyncio.to_thread(cache.get, config.cache_key)
-            rotated = previous.refresh_token if previous is not None else None
-            async with self._async_client(config, sink) as client:
-                token = await client.fetch_token(refresh_token=rotated)
-            token = self._carry_refresh_token(previous, token)
-            self._log_rotation(previous, token)
-            self.log.info("Fetched a Salesforce token %s for connection %r (%s)", token.fingerprint, config.conn_id, config.auth_flow)
-            return token
-
+        """Async :meth:`get_token` (for triggers): no blocking I/O on the event loop."""
         try:
-            if stale_token is not None:
-                import asyncio
-
-                await asyncio.to_thread(cache.invalidate, config.cache_key, stale_token)
-            token = await cache.aget_or_fetch(
-                config.cache_key, fetch, is_usable=self._usable,
-                force=force_refresh or stale_token is not None, stale_token=stale_token,
-            )
-            sink += [s for s in (token.access_token, token.refresh_token) if s]
+            provider = await self._aprovider()
+            return await provider.aget_token(force_refresh, stale_token=stale_token)
         finally:
-            await _amask(sink)
-        return token
+            await self._aflush_masks()
 
     def invalidate_token(self, access_token: str | None = None) -> None:
-        """Forget the cached token (all of it, or only if it is ``access_token``)."""
-        self.cache.invalidate(self.config.cache_key, access_token=access_token)
+        """Forget the cached access token (any, or only if it is ``access_token``).
+
+        The newest refresh token stays cached: the next :meth:`get_token` refreshes with it.
+        """
+        self.provider.invalidate(access_token)
 
     # ---- calls that use the token ------------------------------------------------------------
     def _with_token(self, call: Callable[[SalesforceToken], T]) -> T:
@@ -380,10 +356,3 @@ def _requests_session(ca_bundle: str | None) -> Any:
     if ca_bundle:
         session.mount("https://", _Verify())
     return session
-
-
-def _iso(epoch: float) -> str:
-    from datetime import datetime, timezone
-
-    return datetime.fromtimestamp(epoch, tz=timezone.utc).isoformat(timespec="seconds")
-

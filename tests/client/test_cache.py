@@ -6,6 +6,7 @@ Real files, real locks, real subprocesses: nothing of the cache is mocked.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -20,7 +21,7 @@ from pathlib import Path
 import pytest
 from cryptography.fernet import Fernet
 
-from sf_oauth_provider.client import cache as cache_module
+from sf_oauth_provider.client.stores import forget_process_memory as forget_namespace
 from sf_oauth_provider.client.cache import TokenCache, default_cache_dir
 from sf_oauth_provider.client.token import SalesforceToken
 
@@ -51,7 +52,7 @@ def new_key() -> str:
 
 def forget_process_memory(directory: Path) -> None:
     """Make the next TokenCache on ``directory`` start with empty memory, as a new process would."""
-    cache_module._MEMORY.pop(os.path.realpath(directory), None)
+    forget_namespace(os.path.realpath(directory))
 
 
 class Counter:
@@ -60,7 +61,7 @@ class Counter:
         self._lock = threading.Lock()
 
     def fetcher(self, delay: float = 0.0, label: str = "fetched"):
-        def fetch() -> SalesforceToken:
+        def fetch(_refresh_token: str | None = None) -> SalesforceToken:
             with self._lock:
                 self.calls += 1
             if delay:
@@ -79,7 +80,7 @@ from sf_oauth_provider.client.token import SalesforceToken
 
 cache_dir, key, counter, action, stale, wait = sys.argv[1:7]
 
-def fetch():
+def fetch(_refresh_token=None):
     with open(counter, "a") as f:
         f.write(f"{os.getpid()}\n")
     time.sleep(0.3)
@@ -414,7 +415,7 @@ def test_fetch_error_propagates_and_nothing_is_cached(tmp_path: Path) -> None:
     for cache in (TokenCache("memory"), TokenCache("file", cache_dir=tmp_path / "c")):
         key = new_key()
 
-        def fail() -> SalesforceToken:
+        def fail(_refresh_token: str | None = None) -> SalesforceToken:
             raise Boom("no token")
 
         with pytest.raises(Boom, match="no token"):
@@ -429,7 +430,7 @@ async def test_async_fetch_error_propagates(tmp_path: Path) -> None:
     cache = TokenCache("file", cache_dir=tmp_path / "c")
     key = new_key()
 
-    async def fail() -> SalesforceToken:
+    async def fail(_refresh_token: str | None = None) -> SalesforceToken:
         raise KeyError("nope")
 
     with pytest.raises(KeyError):
@@ -451,9 +452,9 @@ def test_reentrant_invalidate_inside_fetch(tmp_path: Path) -> None:
     cache = TokenCache("file", cache_dir=tmp_path / "c", lock_timeout=2)
     key = new_key()
 
-    def fetch() -> SalesforceToken:
+    def fetch(_refresh_token: str | None = None) -> SalesforceToken:
         cache.invalidate(key)
-        return cache.get_or_fetch(key, lambda: make_token("inner"), is_usable=usable)
+        return cache.get_or_fetch(key, lambda _r: make_token("inner"), is_usable=usable)
 
     started = time.monotonic()
     cache.get_or_fetch(key, fetch, is_usable=usable)
@@ -493,7 +494,7 @@ async def test_single_flight_coroutines(tmp_path: Path, mode: str) -> None:
     key = new_key()
     calls = 0
 
-    async def fetch() -> SalesforceToken:
+    async def fetch(_refresh_token: str | None = None) -> SalesforceToken:
         nonlocal calls
         calls += 1
         await asyncio.sleep(0.2)
@@ -509,7 +510,7 @@ async def test_async_stale_token_and_memory_fast_path(tmp_path: Path) -> None:
     key = new_key()
     calls = 0
 
-    async def fetch() -> SalesforceToken:
+    async def fetch(_refresh_token: str | None = None) -> SalesforceToken:
         nonlocal calls
         calls += 1
         return make_token(f"n{calls}")
@@ -536,7 +537,7 @@ def test_single_flight_threads_and_event_loops_mixed(tmp_path: Path) -> None:
     def loop_call() -> None:
         cache = TokenCache("file", cache_dir=tmp_path / "c")
 
-        async def fetch() -> SalesforceToken:
+        async def fetch(_refresh_token: str | None = None) -> SalesforceToken:
             return counter.fetcher(delay=0.2)()
 
         async def main() -> list[SalesforceToken]:
@@ -651,7 +652,7 @@ async def test_async_lock_wait_does_not_block_the_loop_and_cancel_releases(
             await asyncio.sleep(0.01)
             ticks += 1
 
-    async def fetch() -> SalesforceToken:
+    async def fetch(_refresh_token: str | None = None) -> SalesforceToken:
         return make_token()
 
     tick_task = asyncio.create_task(ticker())
@@ -671,3 +672,101 @@ async def test_async_lock_wait_does_not_block_the_loop_and_cancel_releases(
         token = await quick.aget_or_fetch(key, fetch, is_usable=usable)
     assert token is not None
     assert "without it" not in caplog.text
+
+
+# ---------------------------------------------------------------- rotation
+
+
+def with_refresh(label: str, issued_offset: float, refresh: str) -> SalesforceToken:
+    from dataclasses import replace
+
+    token = make_token(label)
+    return replace(token, issued_at=token.issued_at + issued_offset, refresh_token=refresh)
+
+
+@pytest.mark.parametrize("newer_in", ["file", "memory"])
+def test_a_refresh_uses_the_refresh_token_issued_last_in_any_layer(tmp_path: Path, newer_in: str) -> None:
+    """Process memory may hold a rotated-away refresh token (another process refreshed), and a
+    file write may have failed (the newest then lives in memory only): the newest one wins."""
+    cache = TokenCache("file", cache_dir=tmp_path / "c")
+    memory, file = cache.layers[0], cache.layers[1]
+    key = new_key()
+    old, new = with_refresh("old", -100, "5Aep-old"), with_refresh("new", 0, "5Aep-new")
+    file.put(key, new if newer_in == "file" else old)
+    memory.put(key, old if newer_in == "file" else new)
+    used: list[str | None] = []
+
+    def fetch(refresh_token: str | None) -> SalesforceToken:
+        used.append(refresh_token)
+        return make_token("fetched")  # Salesforce did not rotate this time
+
+    token = cache.get_or_fetch(key, fetch, is_usable=usable, force=True)
+    assert used == ["5Aep-new"]
+    assert token.refresh_token == "5Aep-new"  # carried to the new token, in every layer
+    forget_process_memory(tmp_path / "c")
+    assert TokenCache("file", cache_dir=tmp_path / "c").get(key).refresh_token == "5Aep-new"
+
+
+def test_invalidate_keeps_the_refresh_token_in_every_layer(tmp_path: Path) -> None:
+    cache = TokenCache("file", cache_dir=tmp_path / "c")
+    key = new_key()
+    token = with_refresh("t", 0, "5Aep-kept")
+    cache.put(key, token)
+    cache.invalidate(key, access_token=token.access_token)
+    assert cache.get(key) is None  # no access token is handed out any more
+    for store in cache.layers:
+        kept = store.get(key)
+        assert kept is not None and kept.refresh_token == "5Aep-kept" and not kept.access_token
+    used: list[str | None] = []
+    cache.get_or_fetch(key, lambda r: used.append(r) or make_token("next"), is_usable=usable)
+    assert used == ["5Aep-kept"]
+
+
+class UnreachableSharedStore:
+    """A shared layer that is down (as Redis can be): misses, drops writes, cannot lock."""
+
+    name, shared = "unreachable", True
+
+    def get(self, key):
+        return None
+
+    def put(self, key, token):
+        pass
+
+    def invalidate(self, key, access_token):
+        pass
+
+    @contextlib.contextmanager
+    def lock(self, key, timeout):
+        yield False
+
+    async def aget(self, key):
+        return None
+
+    async def aput(self, key, token):
+        pass
+
+    async def ainvalidate(self, key, access_token):
+        pass
+
+    @contextlib.asynccontextmanager
+    async def alock(self, key, timeout):
+        yield False
+
+
+def test_a_shared_layer_that_cannot_lock_falls_back_to_the_file_lock(tmp_path: Path) -> None:
+    key, counter = new_key(), Counter()
+    barrier = threading.Barrier(8)
+    results: list[str] = []
+
+    def call() -> None:
+        cache = TokenCache("file", cache_dir=tmp_path / "c", extra_layers=(UnreachableSharedStore(),))
+        barrier.wait()
+        results.append(cache.get_or_fetch(key, counter.fetcher(delay=0.2), is_usable=usable).access_token)
+
+    threads = [threading.Thread(target=call) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert counter.calls == 1 and len(results) == 8 and len(set(results)) == 1
