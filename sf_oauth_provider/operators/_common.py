@@ -35,6 +35,7 @@ __all__ = [
     "as_bool",
     "as_float",
     "as_int",
+    "is_unset",
     "bounded_map",
     "fail_if_permanent",
     "mask_secrets",
@@ -142,13 +143,13 @@ def as_bool(value: Any, what: str) -> bool:
     raise ValueError(f"{what!r} must be true or false, got {shown}")
 
 
-def as_int(value: Any, what: str, minimum: int | None = None, *, optional: bool = False) -> int | None:
-    """A whole number from a (possibly rendered) template value, at least ``minimum``.
+def is_unset(value: Any) -> bool:
+    """``None``, or a template that rendered to nothing: an optional parameter left unset."""
+    return value is None or (isinstance(value, str) and not value.strip())
 
-    :param optional: ``None`` (or an empty rendering) means "not set" and returns ``None``
-    """
-    if optional and (value is None or (isinstance(value, str) and not value.strip())):
-        return None
+
+def as_int(value: Any, what: str, minimum: int | None = None) -> int:
+    """A whole number from a (possibly rendered) template value, at least ``minimum``."""
     if isinstance(value, bool) or not isinstance(value, (int, str)):
         raise ValueError(f"{what!r} must be a whole number, got {value!r}")
     try:
@@ -160,10 +161,8 @@ def as_int(value: Any, what: str, minimum: int | None = None, *, optional: bool 
     return number
 
 
-def as_float(value: Any, what: str, minimum: float | None = None, *, optional: bool = False) -> float | None:
-    """A number from a (possibly rendered) template value, at least ``minimum`` (finite)."""
-    if optional and (value is None or (isinstance(value, str) and not value.strip())):
-        return None
+def as_float(value: Any, what: str, minimum: float | None = None) -> float:
+    """A finite number from a (possibly rendered) template value, at least ``minimum``."""
     if isinstance(value, bool) or not isinstance(value, (int, float, str)):
         raise ValueError(f"{what!r} must be a number, got {value!r}")
     try:
@@ -171,7 +170,8 @@ def as_float(value: Any, what: str, minimum: float | None = None, *, optional: b
     except ValueError:
         raise ValueError(f"{what!r} must be a number, got {value!r}") from None
     if not math.isfinite(number) or (minimum is not None and number < minimum):
-        raise ValueError(f"{what!r} must be a finite number of at least {minimum:g}, got {value!r}")
+        floor = "" if minimum is None else f" of at least {minimum:g}"
+        raise ValueError(f"{what!r} must be a finite number{floor}, got {value!r}")
     return number
 
 

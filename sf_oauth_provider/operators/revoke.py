@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 from airflow.sdk import BaseOperator
@@ -35,21 +35,17 @@ class _Settings:
     retry_backoff: float | None
 
 
+@dataclass
 class _Target:
     """One token to revoke. ``secret`` (a raw token or a DeleteToken) never leaves the operator
-    and is not in ``repr``. (A plain slotted class: a dataclass costs milliseconds at import.)"""
+    and is not in ``repr``."""
 
-    __slots__ = ("secret", "fingerprint", "app", "user", "current", "raw")
-
-    def __init__(
-        self, secret: str, fingerprint: str, app: str | None = None, user: str | None = None,
-        current: bool = False, raw: bool = False,
-    ) -> None:
-        self.secret, self.fingerprint, self.app, self.user = secret, fingerprint, app, user
-        self.current, self.raw = current, raw
-
-    def __repr__(self) -> str:
-        return f"_Target({self.fingerprint}, app={self.app!r}, user={self.user!r})"
+    secret: str = field(repr=False)
+    fingerprint: str
+    app: str | None = None
+    user: str | None = None
+    current: bool = False
+    raw: bool = False
 
 
 class SalesforceRevokeTokenOperator(BaseOperator):
@@ -136,7 +132,9 @@ class SalesforceRevokeTokenOperator(BaseOperator):
         self.tokens = tokens
         self.token_fingerprints = token_fingerprints
         self.revoke_current = revoke_current
-        self.dry_run = dry_run
+        # shadows BaseOperator.dry_run(), which renders templates for `airflow tasks render`-style
+        # dry runs; nothing in Airflow 3 calls it on a task, and the parameter name is public API
+        self.dry_run = dry_run  # type: ignore[method-assign,assignment]
         self.fail_on_not_found = fail_on_not_found
         self.max_revocations = max_revocations
         self.max_concurrency = max_concurrency
@@ -180,7 +178,7 @@ class SalesforceRevokeTokenOperator(BaseOperator):
 
     def _settings(self) -> _Settings:
         """The rendered parameters, converted (``ValueError`` naming the parameter)."""
-        from sf_oauth_provider.operators._common import as_bool, as_float, as_int
+        from sf_oauth_provider.operators._common import as_bool, as_float, as_int, is_unset
 
         return _Settings(
             dry_run=as_bool(self.dry_run, "dry_run"),
@@ -188,8 +186,8 @@ class SalesforceRevokeTokenOperator(BaseOperator):
             fail_on_not_found=as_bool(self.fail_on_not_found, "fail_on_not_found"),
             max_revocations=as_int(self.max_revocations, "max_revocations", 0),
             max_concurrency=as_int(self.max_concurrency, "max_concurrency", 1),
-            retry_attempts=as_int(self.retry_attempts, "retry_attempts", 1, optional=True),
-            retry_backoff=as_float(self.retry_backoff, "retry_backoff", 0, optional=True),
+            retry_attempts=None if is_unset(self.retry_attempts) else as_int(self.retry_attempts, "retry_attempts", 1),
+            retry_backoff=None if is_unset(self.retry_backoff) else as_float(self.retry_backoff, "retry_backoff", 0),
         )
 
     # ---- execution -----------------------------------------------------------------------------
@@ -275,7 +273,7 @@ class SalesforceRevokeTokenOperator(BaseOperator):
                 f"{len(failures)} of {len(targets)} revocations failed "
                 f"({summary['revoked']} revoked, {summary['already_invalid']} already invalid, "
                 f"{summary['not_found']} not found); "
-                f"failed: {', '.join(i['fingerprint'] for i in failures[:20])}"
+                f"failed: {', '.join(str(i['fingerprint']) for i in failures[:20])}"
             )
             if all(i.get("permanent") for i in failures):
                 raise AirflowFailException(message + " — the errors are permanent; retrying will not help")
@@ -328,11 +326,11 @@ class SalesforceRevokeTokenOperator(BaseOperator):
                 for row in matches:
                     targets.setdefault(row.fingerprint, _Target(row.delete_token, row.fingerprint, row.app, row.username))
         if revoke_current:
-            token = hook.get_token()
+            current = hook.get_token()
             config = hook.config
-            targets.pop(token.fingerprint, None)  # revoked last, through the hook (purges the cache)
-            targets[token.fingerprint] = _Target(
-                token.access_token, token.fingerprint, user=config.username, current=True,
+            targets.pop(current.fingerprint, None)  # revoked last, through the hook (purges the cache)
+            targets[current.fingerprint] = _Target(
+                current.access_token, current.fingerprint, user=config.username, current=True,
                 app=f"connection {config.conn_id}",
             )
         return list(targets.values()), unmatched
