@@ -71,7 +71,7 @@ class SalesforceRevokeTokenOperator(BaseOperator):
       so Airflow retries).
 
     The return value / XCom is ``{"revoked", "already_invalid", "not_found", "failed", "dry_run",
-    "items": [{"fingerprint", "outcome", "app", "user", "error"?, "detail"?}]}`` — tokens are
+    "items": [{"fingerprint", "outcome", "app", "error"?, "detail"?}]}`` — tokens are
     named by fingerprint; no raw token or DeleteToken is ever logged, returned or pushed. It is
     pushed before the task fails, so a failed run's XCom says what was done.
 
@@ -236,7 +236,7 @@ class SalesforceRevokeTokenOperator(BaseOperator):
             raise
 
         items = [
-            {"fingerprint": fp, "outcome": NOT_FOUND, "app": None, "user": None,
+            {"fingerprint": fp, "outcome": NOT_FOUND, "app": None,
              "detail": "no OauthToken row has this fingerprint (a typo, or a token revoked earlier)"}
             for fp in unmatched
         ]
@@ -398,7 +398,8 @@ class SalesforceRevokeTokenOperator(BaseOperator):
 
     @staticmethod
     def _item(target: _Target, outcome: str) -> dict[str, Any]:
-        return {"fingerprint": target.fingerprint, "outcome": outcome, "app": target.app, "user": target.user}
+        # no username: XCom holds no personal data (the log line of each item names the user)
+        return {"fingerprint": target.fingerprint, "outcome": outcome, "app": target.app}
 
     def _finish(self, context: Context, summary: dict[str, Any]) -> dict[str, Any]:
         self.log.info(

@@ -35,7 +35,9 @@ def test_audit_then_revoke_by_fingerprint_is_exact_and_idempotent(sf_connections
     summary = op.execute(ctx)
     assert (summary["revoked"], summary["already_invalid"], summary["failed"]) == (len(stale), 0, 0)
     assert {i["fingerprint"] for i in summary["items"] if i["outcome"] == "revoked"} == expected
-    assert all(i["app"] and i["user"] for i in summary["items"])
+    assert all(i["app"] and "user" not in i for i in summary["items"])  # no personal data in XCom
+    usernames = {org.users[row.user_id].username for row in org.oauth_token_rows()}
+    assert not [u for u in usernames if u in json.dumps(summary)]
     assert _live_fingerprints(org) == before - expected  # exactly those rows are gone
     hook = SalesforceOAuthHook()
     for token in org.seed_facts["stale_delete_tokens"][:3]:
