@@ -104,23 +104,22 @@ class SalesforceTokenSensor(BaseSensorOperator):
     def _fail(self, exc: SalesforceOAuthError) -> NoReturn:
         from airflow.sdk.exceptions import AirflowFailException
 
-        # str(exc) is Salesforce's message plus the hint; the client never puts secrets in it.
+        # str(exc) is Salesforce's message plus the hint, and starts with "Connection '<id>': " (every
+        # error of this package names its connection); the client never puts secrets in it.
         # Airflow logs this exception; the client's internal traceback would only bury the hint.
-        raise AirflowFailException(
-            f"Salesforce token check for connection {self.salesforce_oauth_conn_id!r} failed: {exc}"
-        ) from None
+        raise AirflowFailException(f"Salesforce token check failed: {exc}") from None
 
     def poke(self, context: Context) -> PokeReturnValue:
         """One check: done with a non-secret XCom value, not yet (transient), or fail (permanent).
 
         :param context: the task context (unused)
         """
-        from sf_oauth_provider.client.errors import SalesforceOAuthError
+        from sf_oauth_provider.client.errors import SalesforceOAuthError, retry_may_help
 
         try:
             outcome = self.check_once()
         except SalesforceOAuthError as exc:
-            if not exc.transient:
+            if not retry_may_help(exc):
                 self._fail(exc)
             self.log.warning(
                 "Salesforce token check for connection %r failed transiently: %s; checking again later",
@@ -183,9 +182,9 @@ class SalesforceTokenSensor(BaseSensorOperator):
         from airflow.sdk.exceptions import AirflowFailException
 
         if not event or event.get("status") != "success":
-            message = (event or {}).get("message") or "the trigger ended without a result"
-            raise AirflowFailException(
-                f"Salesforce token check for connection {self.salesforce_oauth_conn_id!r} failed: {message}"
-            )
+            # the trigger's message is the error's text, which already names the connection
+            message = (event or {}).get("message") or (
+                f"Connection {self.salesforce_oauth_conn_id!r}: the trigger ended without a result")
+            raise AirflowFailException(f"Salesforce token check failed: {message}")
         self.log.info("%s", event.get("message"))
         return {k: v for k, v in event.items() if k not in ("status", "message")}

@@ -346,14 +346,14 @@ class SalesforceTokenTrigger(BaseTrigger):
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         """Check, sleep ``poke_interval``, repeat; one event on success or permanent error."""
-        from sf_oauth_provider.client.errors import SalesforceOAuthError
+        from sf_oauth_provider.client.errors import SalesforceOAuthError, retry_may_help
 
         hook = self._hook()
         while True:
             try:
                 outcome = await self.check_once(hook)
             except SalesforceOAuthError as exc:
-                if not exc.transient:
+                if not retry_may_help(exc):
                     yield TriggerEvent(
                         {"status": "error", "message": str(exc), "error": exc.error, "hint": exc.hint}
                     )

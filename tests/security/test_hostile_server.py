@@ -277,3 +277,23 @@ def test_connection_error_chain_holds_no_request_or_secret():
     assert len(secrets) >= 2  # the consumer secret and the signed assertion
     for secret in secrets:
         assert secret not in text
+
+
+# ---- the sensor fails at its first check, naming the connection and the host once ----------------
+@pytest.mark.parametrize("deferrable", [False, True], ids=["poke", "deferrable"])
+def test_sensor_fails_at_first_check_on_a_wrong_host(deferrable, set_connection, cache_dir):
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from sf_oauth_provider.sensors.token import SalesforceTokenSensor
+
+    with HostileServer(reply(404, b"<html>Not Found</html>", {"Content-Type": "text/html"})) as srv:
+        set_connection("sf_typo", {"conn_type": "salesforce_oauth", "host": srv.url, "login": "3MVG9hostile",
+                                   "password": "consumer-s3cret-value", "extra": {"auth_flow": "client_credentials"}})
+        sensor = SalesforceTokenSensor(task_id="wait", salesforce_oauth_conn_id="sf_typo", deferrable=deferrable,
+                                       timeout=3600, poke_interval=60, retry_attempts=3, retry_backoff=0.01)
+        with pytest.raises(AirflowFailException) as info:
+            sensor.execute({})
+        assert len(srv.requests) == 1
+    message = str(info.value)
+    assert message.count("sf_typo") == 1, message  # named once, not once by the sensor and once by the client
+    assert f"no OAuth token endpoint at {srv.url}{TOKEN_PATH}" in message
