@@ -49,7 +49,6 @@ from sf_oauth_provider.client.errors import (
     retry_may_help,
 )
 from sf_oauth_provider.client.responses import (
-    MAX_BODY_BYTES,
     BodyReader,
     Reply,
     parse_introspection,
