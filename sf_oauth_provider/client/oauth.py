@@ -65,6 +65,7 @@ __all__ = [
     "AsyncSalesforceOAuthClient",
     "USER_AGENT",
     "JWT_GRANT",
+    "DeadlineTransport",
 ]
 
 log = logging.getLogger(__name__)
@@ -275,6 +276,49 @@ class _Deadline:
 
     def __exit__(self, *exc: object) -> None:
         _DEADLINE.reset(self._token)
+
+
+class _DeadlineBody(httpx.SyncByteStream):
+    """A response body read under its request's deadline, chunk by chunk (the deadline is set
+    around each read only, never across a ``yield`` into the caller's code)."""
+
+    def __init__(self, inner: Any, deadline: float) -> None:
+        self._inner, self._deadline = inner, deadline
+
+    def __iter__(self) -> Iterator[bytes]:
+        chunks = iter(self._inner)
+        while True:
+            with _Deadline(self._deadline):
+                chunk = next(chunks, None)
+            if chunk is None:
+                return
+            yield chunk
+
+    def close(self) -> None:
+        self._inner.close()
+
+
+class DeadlineTransport(httpx.BaseTransport):
+    """An httpx transport whose every request, body included, ends within ``seconds`` of wall-clock
+    time however slowly the server drips its answer (the hook's ``get_conn()`` uses it).
+
+    :param seconds: the wall-clock bound of one request
+    :param transport_kwargs: passed to ``httpx.HTTPTransport`` (``verify``, ``limits``, ...)
+    """
+
+    def __init__(self, seconds: float, **transport_kwargs: Any) -> None:
+        self.seconds = seconds
+        self._inner = _with_deadlines(httpx.HTTPTransport(**transport_kwargs), _DeadlineBackend)
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        deadline = time.monotonic() + self.seconds
+        with _Deadline(deadline):
+            response = self._inner.handle_request(request)
+        return httpx.Response(response.status_code, headers=response.headers, extensions=response.extensions,
+                              stream=_DeadlineBody(response.stream, deadline))
+
+    def close(self) -> None:
+        self._inner.close()
 
 
 # ---- transport failures -----------------------------------------------------------------------

@@ -281,12 +281,13 @@ class SalesforceOAuthHook(BaseHook):
         """An ``httpx.Client`` on the instance URL whose auth refreshes the token once on 401.
 
         The token is only ever sent to the instance URL's origin, over https unless it is
-        loopback: a request to another origin raises :class:`SalesforceProtocolError`.
+        loopback: a request to another origin raises :class:`SalesforceProtocolError`. Every
+        request ends within the connection's ``timeout`` of wall-clock time, body included.
         """
         import httpx
 
         from sf_oauth_provider.client.auth import SalesforceTokenAuth, check_bearer_target
-        from sf_oauth_provider.client.oauth import USER_AGENT
+        from sf_oauth_provider.client.oauth import USER_AGENT, DeadlineTransport
 
         token = self.get_token()
         check_bearer_target(token.instance_url, token.instance_url, self.salesforce_oauth_conn_id)
@@ -296,6 +297,7 @@ class SalesforceOAuthHook(BaseHook):
                                      conn_id=self.salesforce_oauth_conn_id),
             headers={"User-Agent": USER_AGENT, "Accept": "application/json"},
             timeout=self.config.timeout,
+            transport=DeadlineTransport(self.config.timeout),
         )
 
     def introspect(self, token: str | SalesforceToken, token_type_hint: str = "access_token") -> IntrospectionResult:

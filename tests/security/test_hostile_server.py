@@ -297,3 +297,19 @@ def test_sensor_fails_at_first_check_on_a_wrong_host(deferrable, set_connection,
     message = str(info.value)
     assert message.count("sf_typo") == 1, message  # named once, not once by the sensor and once by the client
     assert f"no OAuth token endpoint at {srv.url}{TOKEN_PATH}" in message
+
+
+@pytest.mark.timeout(30)
+def test_get_conn_requests_meet_the_deadline_too(set_connection, cache_dir, monkeypatch):
+    from sf_oauth_provider.hooks.salesforce_oauth import SalesforceOAuthHook
+
+    with HostileServer(_drip_body) as srv:
+        set_connection("sf_drip", {"conn_type": "salesforce_oauth", "host": srv.url, "login": "3MVG9hostile",
+                                   "password": "consumer-s3cret-value",
+                                   "extra": {"auth_flow": "client_credentials", "timeout": 1}})
+        hook = SalesforceOAuthHook("sf_drip")
+        monkeypatch.setattr(hook, "get_token", lambda *a, **k: token_at(srv.url))  # the drip is on the REST API
+        with hook.get_conn() as http:
+            with pytest.raises(httpx.TimeoutException):
+                http.get("/services/data/v63.0/limits")
+        assert len(srv.requests) == 1
