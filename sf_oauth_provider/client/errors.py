@@ -25,6 +25,9 @@ clients name their connection (``conn_id``): "Connection 'sf_prod': ...".
 
 from __future__ import annotations
 
+from typing import Iterable
+from urllib.parse import quote, quote_plus
+
 __all__ = [
     "SalesforceOAuthError",
     "SalesforceConfigError",
@@ -87,6 +90,32 @@ class SalesforceOAuthError(Exception):
             self.conn_id = conn_id
             self.message = f"Connection {conn_id!r}: {self.message}"
             self.args = (str(self),)
+        return self
+
+    def redact(self, secrets: Iterable[str]) -> SalesforceOAuthError:
+        """Replace every secret the request carried (raw or URL-encoded) in the message and in
+        Salesforce's fields by ``[redacted]``: a server that echoes the request must not put the
+        client secret, the assertion or a token into logs, reports or XCom.
+
+        :param secrets: the secret values of the request that got this reply
+        """
+        forms = sorted(
+            {f for s in secrets if s and len(s) >= 6 for f in (s, quote(s, safe=""), quote_plus(s))},
+            key=len, reverse=True,
+        )
+        if not forms:
+            return self
+
+        def clean(text: str | None) -> str | None:
+            if text is None:
+                return None
+            for form in forms:
+                text = text.replace(form, "[redacted]")
+            return text
+
+        self.message = clean(self.message) or ""
+        self.error, self.error_description, self.hint = clean(self.error), clean(self.error_description), clean(self.hint)
+        self.args = (str(self),)
         return self
 
     def __str__(self) -> str:

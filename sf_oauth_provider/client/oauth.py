@@ -155,6 +155,18 @@ class Call(Generic[T]):
     def request(self, http: httpx.Client | httpx.AsyncClient) -> httpx.Request:
         return http.build_request(self.method, self.url, data=self.data, params=self.params, headers=self.headers)
 
+    def secrets(self) -> list[str]:
+        """The secret values this request carries (to redact them from what the reply says)."""
+        found = [v for k, v in (self.data or {}).items() if k in _SECRET_FORM_FIELDS and v]
+        auth = self.headers.get("Authorization", "")
+        if auth.startswith("Bearer "):
+            found.append(auth[len("Bearer "):])
+        return found
+
+
+#: form fields whose values are secrets (client_id and username are not)
+_SECRET_FORM_FIELDS = ("assertion", "client_secret", "refresh_token", "token")
+
 
 # ---- wall-clock deadline ------------------------------------------------------------------------
 # httpx's timeouts are per socket operation: a server that drips one byte every half second never
@@ -635,7 +647,7 @@ class SalesforceOAuthClient(_Base):
         try:
             return call.parse(self._reply(call, response, reader))
         except SalesforceOAuthError as exc:
-            raise exc.for_connection(self.config.conn_id)
+            raise exc.redact(call.secrets() + self.config.secrets).for_connection(self.config.conn_id)
 
     def call(self, make: Callable[[], Call[T]]) -> T:
         """Build and send with retries; ``make`` is called per try (a JWT is signed afresh)."""
@@ -759,7 +771,7 @@ class AsyncSalesforceOAuthClient(_Base):
         try:
             return call.parse(self._reply(call, response, reader))
         except SalesforceOAuthError as exc:
-            raise exc.for_connection(self.config.conn_id)
+            raise exc.redact(call.secrets() + self.config.secrets).for_connection(self.config.conn_id)
 
     async def call(self, make: Callable[[], Call[T]]) -> T:
         overall = time.monotonic() + self.retry.max_total

@@ -313,3 +313,32 @@ def test_get_conn_requests_meet_the_deadline_too(set_connection, cache_dir, monk
             with pytest.raises(httpx.TimeoutException):
                 http.get("/services/data/v63.0/limits")
         assert len(srv.requests) == 1
+
+
+# ---- a server that echoes the request cannot put a secret in the error --------------------------
+def _echo(seen, send, stop) -> None:
+    body = json.dumps({"error": "invalid_grant", "error_description": "you sent: " + seen.body.decode()}).encode()
+    send(head(400, {"Content-Type": "application/json"}, length=len(body)) + body)
+    raise OSError("close")
+
+
+@pytest.mark.parametrize("flow", ["jwt_bearer", "client_credentials", "refresh_token"])
+def test_a_secret_echoed_in_error_description_is_redacted(flow):
+    from urllib.parse import quote
+
+    secrets = _Secrets()
+    extra = {"auth_flow": flow}
+    if flow == "jwt_bearer":
+        extra.update(username="u@example.com", private_key=pem(rsa_key()))
+    if flow == "refresh_token":
+        extra["refresh_token"] = "5Aep861refresh-token-value"
+    with HostileServer(_echo) as srv:
+        cfg = OAuthConfig.from_connection_fields("sf_hostile", host=srv.url, login="3MVG9hostile",
+                                                 password="consumer-s3cret-value", extra=extra)
+        with pytest.raises(E.SalesforceAuthError) as info:
+            SalesforceOAuthClient(cfg, retry=RETRY, on_secret=secrets.append).fetch_token()
+    err = info.value
+    assert "you sent" in str(err) and "[redacted]" in str(err)
+    for secret in secrets:
+        for form in (secret, quote(secret, safe=""), quote(secret)):
+            assert form not in str(err) and form not in (err.error_description or "")
