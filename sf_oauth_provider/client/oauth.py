@@ -564,6 +564,10 @@ class _Base:
         return Reply(response.status_code, response.headers.get("content-type", ""), reader.body, reader.truncated,
                      url=call.url, login_host=call.login_host)
 
+    def _named(self, exc: SalesforceOAuthError) -> SalesforceOAuthError:
+        # configuration errors are written naming their connection already (OAuthConfig, keys)
+        return exc if isinstance(exc, SalesforceConfigError) else exc.for_connection(self.config.conn_id)
+
     def _pager(self) -> _Pager:
         return _Pager(self.config.conn_id)
 
@@ -657,7 +661,7 @@ class SalesforceOAuthClient(_Base):
                 with attempt:
                     return self.send(make(), deadline=overall)
         except SalesforceOAuthError as exc:
-            raise exc.for_connection(self.config.conn_id)
+            raise self._named(exc)
         raise AssertionError("unreachable")  # pragma: no cover
 
     def fetch_token(self, refresh_token: str | None = None) -> SalesforceToken:
@@ -780,7 +784,7 @@ class AsyncSalesforceOAuthClient(_Base):
                 with attempt:
                     return await self.send(make(), deadline=overall)
         except SalesforceOAuthError as exc:
-            raise exc.for_connection(self.config.conn_id)
+            raise self._named(exc)
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def fetch_token(self, refresh_token: str | None = None) -> SalesforceToken:
