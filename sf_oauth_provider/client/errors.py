@@ -7,17 +7,26 @@ what the user should change (``hint``) and whether a retry may help (``transient
     ├── SalesforceConfigError            bad connection settings, found before any request
     ├── SalesforcePermanentError         retrying only burns the login budget
     │   ├── SalesforceAuthError          bad key, unknown client, user not approved, wrong domain
-    │   └── SalesforceRequestError       bad SOQL, unsupported token type, other 4xx
+    │   ├── SalesforceRequestError       bad SOQL, unsupported token type, other 4xx
+    │   ├── SalesforceHostError          'host' is not Salesforce: 404, a pasted token path,
+    │   │                                a name that does not resolve, a 200 HTML page
+    │   └── SalesforceProtocolError      a reply no Salesforce sends: an off-origin or repeated
+    │                                    nextRecordsUrl, a plain-http instance URL
     └── SalesforceTransientError         a retry may help
         ├── SalesforceUnavailableError   5xx, maintenance HTML page, malformed/oversized body
         ├── SalesforceRateLimitError     429 / login rate limit
-        └── SalesforceConnectionError    timeout, connection reset, DNS, TLS handshake
+        └── SalesforceConnectionError    timeout, deadline, connection reset, TLS handshake
     SalesforceSessionExpired             401 INVALID_SESSION_ID / 403 Bad_OAuth_Token (a fresh token fixes it)
 
-Code branches on the class or on ``.transient``, never on the message text.
+Whether to try again is decided by one predicate, :func:`retry_may_help` (the ``transient``
+flag); code branches on it or on the class, never on the message text. Errors raised by the
+clients name their connection (``conn_id``): "Connection 'sf_prod': ...".
 """
 
 from __future__ import annotations
+
+from typing import Iterable
+from urllib.parse import quote, quote_plus
 
 __all__ = [
     "SalesforceOAuthError",
@@ -30,6 +39,9 @@ __all__ = [
     "SalesforceRateLimitError",
     "SalesforceConnectionError",
     "SalesforceSessionExpired",
+    "SalesforceHostError",
+    "SalesforceProtocolError",
+    "retry_may_help",
     "error_from_oauth_response",
     "hint_for",
 ]
@@ -43,9 +55,12 @@ class SalesforceOAuthError(Exception):
     :param error_description: Salesforce's ``error_description``, when it gave one
     :param status_code: HTTP status, when there was a response
     :param hint: what the user should change
+    :param conn_id: the connection the error is about; it then opens the message
     """
 
     transient: bool = False
+    #: the connection named at the start of ``message`` (None: not named yet)
+    conn_id: str | None = None
 
     def __init__(
         self,
@@ -55,6 +70,7 @@ class SalesforceOAuthError(Exception):
         error_description: str | None = None,
         status_code: int | None = None,
         hint: str | None = None,
+        conn_id: str | None = None,
     ) -> None:
         self.message = message
         self.error = error
@@ -62,6 +78,45 @@ class SalesforceOAuthError(Exception):
         self.status_code = status_code
         self.hint = hint
         super().__init__(str(self))
+        if conn_id is not None:
+            self.for_connection(conn_id)
+
+    def for_connection(self, conn_id: str) -> SalesforceOAuthError:
+        """Name the connection at the start of the message, once (a second call changes nothing).
+
+        :param conn_id: the Airflow connection id (or the name an :class:`OAuthConfig` was given)
+        """
+        if self.conn_id is None:
+            self.conn_id = conn_id
+            self.message = f"Connection {conn_id!r}: {self.message}"
+            self.args = (str(self),)
+        return self
+
+    def redact(self, secrets: Iterable[str]) -> SalesforceOAuthError:
+        """Replace every secret the request carried (raw or URL-encoded) in the message and in
+        Salesforce's fields by ``[redacted]``: a server that echoes the request must not put the
+        client secret, the assertion or a token into logs, reports or XCom.
+
+        :param secrets: the secret values of the request that got this reply
+        """
+        forms = sorted(
+            {f for s in secrets if s and len(s) >= 6 for f in (s, quote(s, safe=""), quote_plus(s))},
+            key=len, reverse=True,
+        )
+        if not forms:
+            return self
+
+        def clean(text: str | None) -> str | None:
+            if text is None:
+                return None
+            for form in forms:
+                text = text.replace(form, "[redacted]")
+            return text
+
+        self.message = clean(self.message) or ""
+        self.error, self.error_description, self.hint = clean(self.error), clean(self.error_description), clean(self.hint)
+        self.args = (str(self),)
+        return self
 
     def __str__(self) -> str:
         if self.hint:
@@ -71,14 +126,15 @@ class SalesforceOAuthError(Exception):
     def __reduce__(self):  # keep keyword-only attributes through pickling (multiprocessing, Airflow)
         return (
             _rebuild,
-            (type(self), self.message, self.error, self.error_description, self.status_code, self.hint),
+            (type(self), self.message, self.error, self.error_description, self.status_code, self.hint,
+             self.conn_id),
         )
 
 
-def _rebuild(cls, message, error, error_description, status_code, hint):
-    return cls(
-        message, error=error, error_description=error_description, status_code=status_code, hint=hint
-    )
+def _rebuild(cls, message, error, error_description, status_code, hint, conn_id=None):
+    exc = cls(message, error=error, error_description=error_description, status_code=status_code, hint=hint)
+    exc.conn_id = conn_id  # already in the message: do not prefix it again
+    return exc
 
 
 class SalesforceConfigError(SalesforceOAuthError, ValueError):
@@ -87,16 +143,20 @@ class SalesforceConfigError(SalesforceOAuthError, ValueError):
     :param field: the connection field at fault (``login``, ``extra.username``, ...)
     """
 
-    def __init__(self, message: str, *, field: str | None = None, hint: str | None = None) -> None:
+    def __init__(
+        self, message: str, *, field: str | None = None, hint: str | None = None, conn_id: str | None = None
+    ) -> None:
         self.field = field
-        super().__init__(message, hint=hint)
+        super().__init__(message, hint=hint, conn_id=conn_id)
 
     def __reduce__(self):
-        return (_rebuild_config, (self.message, self.field, self.hint))
+        return (_rebuild_config, (self.message, self.field, self.hint, self.conn_id))
 
 
-def _rebuild_config(message, field, hint):
-    return SalesforceConfigError(message, field=field, hint=hint)
+def _rebuild_config(message, field, hint, conn_id=None):
+    exc = SalesforceConfigError(message, field=field, hint=hint)
+    exc.conn_id = conn_id
+    return exc
 
 
 class SalesforcePermanentError(SalesforceOAuthError):
@@ -109,6 +169,20 @@ class SalesforceAuthError(SalesforcePermanentError):
 
 class SalesforceRequestError(SalesforcePermanentError):
     """A request other than authentication was refused (bad SOQL, bad token type, ...)."""
+
+
+class SalesforceHostError(SalesforcePermanentError):
+    """The connection's ``host`` does not lead to a Salesforce login endpoint.
+
+    A typo, a pasted endpoint path, a name that does not resolve, or a web server that is not
+    Salesforce: no retry can fix it, so the sensor fails at its first check instead of waiting.
+    """
+
+
+class SalesforceProtocolError(SalesforcePermanentError):
+    """Salesforce (or what answers in its place) sent a reply that breaks its own protocol in a
+    way that is unsafe to follow: an off-origin or repeated ``nextRecordsUrl``, a plain-http
+    instance URL. Nothing is sent on."""
 
 
 class SalesforceTransientError(SalesforceOAuthError):
@@ -133,6 +207,23 @@ class SalesforceSessionExpired(SalesforceOAuthError):
     """The access token is no longer valid; getting a new one fixes it."""
 
     transient = True
+
+
+def retry_may_help(exc: BaseException, *, same_request: bool = False) -> bool:
+    """The one answer to "may trying again succeed?" — used by the client's retries, the sensor,
+    the trigger and the operators alike.
+
+    It is the error's ``transient`` flag: transient errors (outage, rate limit, timeout, an
+    expired session) may pass; permanent ones (bad key, wrong host) never do. An expired
+    session is fixed by a *new token*, not by sending the same request again: ``same_request``
+    asks the narrower question the client's own retry loop asks.
+
+    :param exc: any exception; only this package's errors may be retried
+    :param same_request: True when the very same request (same bearer token) would be resent
+    """
+    if not isinstance(exc, SalesforceOAuthError) or not exc.transient:
+        return False
+    return not (same_request and isinstance(exc, SalesforceSessionExpired))
 
 
 _RATE_HINT = (

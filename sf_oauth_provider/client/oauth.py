@@ -3,18 +3,27 @@
 Each operation is described once as a :class:`Call` (how to build the request, how to read the
 reply). :class:`SalesforceOAuthClient` and :class:`AsyncSalesforceOAuthClient` only differ in how
 they send it; retries (tenacity: exponential backoff with jitter, bounded tries and total time)
-apply to transient errors only.
+apply to errors :func:`retry_may_help` says may pass.
+
+Salesforce may be broken or hostile (DESIGN §5), so every request has a wall-clock deadline
+(``timeout`` for the request, and the retry policy's ``max_total`` for all tries together)
+enforced on each socket read and write, bodies are capped on the wire and after decoding, the
+bearer token goes only to the instance origin, and a paging loop stops at once.
 """
 
 from __future__ import annotations
 
+import contextvars
 import logging
+import socket
 import ssl
 import time
+import zlib
 from dataclasses import dataclass, field
-from typing import Any, Callable, Generic, Iterator, TypeVar
+from typing import Any, AsyncIterator, Awaitable, Callable, Generic, Iterator, TypeVar
 from urllib.parse import urljoin
 
+import httpcore
 import httpx
 from tenacity import (
     AsyncRetrying,
@@ -28,15 +37,19 @@ from tenacity import (
 
 from sf_oauth_provider import __version__
 from sf_oauth_provider.client.config import OAuthConfig
+from sf_oauth_provider.client.auth import check_bearer_target
 from sf_oauth_provider.client.errors import (
     SalesforceConfigError,
     SalesforceConnectionError,
+    SalesforceHostError,
     SalesforceOAuthError,
-    SalesforceTransientError,
+    SalesforceProtocolError,
+    SalesforceSessionExpired,
     SalesforceUnavailableError,
+    retry_may_help,
 )
 from sf_oauth_provider.client.responses import (
-    MAX_BODY_BYTES,
+    BodyReader,
     Reply,
     parse_introspection,
     parse_json_reply,
@@ -52,6 +65,7 @@ __all__ = [
     "AsyncSalesforceOAuthClient",
     "USER_AGENT",
     "tls_verify",
+    "DeadlineTransport",
 ]
 
 log = logging.getLogger(__name__)
@@ -101,7 +115,8 @@ class RetryPolicy:
             # exponential backoff plus up to one initial step of jitter, so workers spread out
             "wait": wait_exponential(multiplier=self.initial_backoff, max=self.max_backoff)
             + wait_random(0, self.initial_backoff),
-            "retry": retry_if_exception(lambda exc: isinstance(exc, SalesforceTransientError)),
+            # resending the same request never fixes an expired session: the caller refreshes
+            "retry": retry_if_exception(lambda exc: retry_may_help(exc, same_request=True)),
             "reraise": True,
             "before_sleep": _log_retry,
         }
@@ -127,30 +142,283 @@ def _log_retry(state) -> None:
 class Call(Generic[T]):
     """One Salesforce request and how to read its reply.
 
+    ``repr()`` shows the method, the URL and ``describe`` only: the form and headers carry
+    secrets (assertion, client secret, bearer token) and stay out of every traceback.
+
     :param describe: what the log says about the request (never a secret)
+    :param login_host: the request goes to the connection's ``host`` (not the instance URL)
     """
 
     method: str
     url: str
-    parse: Callable[[Reply], T]
+    parse: Callable[[Reply], T] = field(repr=False)
     describe: str
-    data: dict[str, str] | None = None
-    params: dict[str, str] | None = None
-    headers: dict[str, str] = field(default_factory=dict)
+    data: dict[str, str] | None = field(default=None, repr=False)
+    params: dict[str, str] | None = field(default=None, repr=False)
+    headers: dict[str, str] = field(default_factory=dict, repr=False)
+    login_host: bool = False
 
     def request(self, http: httpx.Client | httpx.AsyncClient) -> httpx.Request:
         return http.build_request(self.method, self.url, data=self.data, params=self.params, headers=self.headers)
 
+    def secrets(self) -> list[str]:
+        """The secret values this request carries (to redact them from what the reply says)."""
+        found = [v for k, v in (self.data or {}).items() if k in _SECRET_FORM_FIELDS and v]
+        auth = self.headers.get("Authorization", "")
+        if auth.startswith("Bearer "):
+            found.append(auth[len("Bearer "):])
+        return found
 
-def _transport_error(exc: httpx.HTTPError, call: Call[Any], timeout: float) -> SalesforceConnectionError:
-    if isinstance(exc, httpx.TimeoutException):
-        what = f"no answer within {timeout:g} s ({type(exc).__name__})"
+
+#: form fields whose values are secrets (client_id and username are not)
+_SECRET_FORM_FIELDS = ("assertion", "client_secret", "refresh_token", "token")
+
+
+# ---- wall-clock deadline ------------------------------------------------------------------------
+# httpx's timeouts are per socket operation: a server that drips one byte every half second never
+# trips a read timeout. The deadline of the request being sent lives in a context variable (each
+# thread and each asyncio task has its own), and the network backend below shortens every connect,
+# read and write to what is left of it.
+_DEADLINE: contextvars.ContextVar[float | None] = contextvars.ContextVar("sf_oauth_deadline", default=None)
+
+
+def _left(timeout: float | None, expired: type[Exception]) -> float | None:
+    deadline = _DEADLINE.get()
+    if deadline is None:
+        return timeout
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise expired("the request's wall-clock deadline has passed")
+    return left if timeout is None else min(timeout, left)
+
+
+class _DeadlineStream(httpcore.NetworkStream):
+    def __init__(self, inner: httpcore.NetworkStream) -> None:
+        self._inner = inner
+
+    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        return self._inner.read(max_bytes, _left(timeout, httpcore.ReadTimeout))
+
+    def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        self._inner.write(buffer, _left(timeout, httpcore.WriteTimeout))
+
+    def close(self) -> None:
+        self._inner.close()
+
+    def start_tls(self, ssl_context: Any, server_hostname: str | None = None,
+                  timeout: float | None = None) -> httpcore.NetworkStream:
+        return _DeadlineStream(self._inner.start_tls(ssl_context, server_hostname, _left(timeout, httpcore.ConnectTimeout)))
+
+    def get_extra_info(self, info: str) -> Any:
+        return self._inner.get_extra_info(info)
+
+
+class _DeadlineBackend(httpcore.NetworkBackend):
+    def __init__(self, inner: httpcore.NetworkBackend) -> None:
+        self._inner = inner
+
+    def connect_tcp(self, host: str, port: int, timeout: float | None = None, local_address: str | None = None,
+                    socket_options: Any = None) -> httpcore.NetworkStream:
+        return _DeadlineStream(self._inner.connect_tcp(
+            host, port, _left(timeout, httpcore.ConnectTimeout), local_address, socket_options))
+
+    def connect_unix_socket(self, path: str, timeout: float | None = None,
+                            socket_options: Any = None) -> httpcore.NetworkStream:
+        return _DeadlineStream(self._inner.connect_unix_socket(path, _left(timeout, httpcore.ConnectTimeout), socket_options))
+
+    def sleep(self, seconds: float) -> None:
+        self._inner.sleep(seconds)
+
+
+class _AsyncDeadlineStream(httpcore.AsyncNetworkStream):
+    def __init__(self, inner: httpcore.AsyncNetworkStream) -> None:
+        self._inner = inner
+
+    async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        return await self._inner.read(max_bytes, _left(timeout, httpcore.ReadTimeout))
+
+    async def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        await self._inner.write(buffer, _left(timeout, httpcore.WriteTimeout))
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+    async def start_tls(self, ssl_context: Any, server_hostname: str | None = None,
+                        timeout: float | None = None) -> httpcore.AsyncNetworkStream:
+        return _AsyncDeadlineStream(
+            await self._inner.start_tls(ssl_context, server_hostname, _left(timeout, httpcore.ConnectTimeout)))
+
+    def get_extra_info(self, info: str) -> Any:
+        return self._inner.get_extra_info(info)
+
+
+class _AsyncDeadlineBackend(httpcore.AsyncNetworkBackend):
+    def __init__(self, inner: httpcore.AsyncNetworkBackend) -> None:
+        self._inner = inner
+
+    async def connect_tcp(self, host: str, port: int, timeout: float | None = None,
+                          local_address: str | None = None, socket_options: Any = None) -> httpcore.AsyncNetworkStream:
+        return _AsyncDeadlineStream(await self._inner.connect_tcp(
+            host, port, _left(timeout, httpcore.ConnectTimeout), local_address, socket_options))
+
+    async def connect_unix_socket(self, path: str, timeout: float | None = None,
+                                  socket_options: Any = None) -> httpcore.AsyncNetworkStream:
+        return _AsyncDeadlineStream(
+            await self._inner.connect_unix_socket(path, _left(timeout, httpcore.ConnectTimeout), socket_options))
+
+    async def sleep(self, seconds: float) -> None:
+        await self._inner.sleep(seconds)
+
+
+def _with_deadlines(transport: Any, wrapper: Callable[[Any], Any]) -> Any:
+    """Put the deadline backend under an httpx transport's connection pool.
+
+    httpx does not take a network backend as an argument; its pool keeps it in
+    ``_network_backend`` (httpcore 1.x). Fail loudly rather than silently lose the deadline.
+    """
+    pool = transport._pool
+    if not hasattr(pool, "_network_backend"):  # pragma: no cover - guards an httpcore upgrade
+        raise RuntimeError("this httpcore version has no pluggable network backend; the deadline cannot be enforced")
+    pool._network_backend = wrapper(pool._network_backend)
+    return transport
+
+
+class _Deadline:
+    """Sets the deadline of one request for the code (and the network backend) inside it."""
+
+    def __init__(self, deadline: float) -> None:
+        self.deadline = deadline
+
+    def __enter__(self) -> None:
+        self._token = _DEADLINE.set(self.deadline)
+
+    def __exit__(self, *exc: object) -> None:
+        _DEADLINE.reset(self._token)
+
+
+class _DeadlineBody(httpx.SyncByteStream):
+    """A response body read under its request's deadline, chunk by chunk (the deadline is set
+    around each read only, never across a ``yield`` into the caller's code)."""
+
+    def __init__(self, inner: Any, deadline: float) -> None:
+        self._inner, self._deadline = inner, deadline
+
+    def __iter__(self) -> Iterator[bytes]:
+        chunks = iter(self._inner)
+        while True:
+            with _Deadline(self._deadline):
+                chunk = next(chunks, None)
+            if chunk is None:
+                return
+            yield chunk
+
+    def close(self) -> None:
+        self._inner.close()
+
+
+class DeadlineTransport(httpx.BaseTransport):
+    """An httpx transport whose every request, body included, ends within ``seconds`` of wall-clock
+    time however slowly the server drips its answer (the hook's ``get_conn()`` uses it).
+
+    :param seconds: the wall-clock bound of one request
+    :param transport_kwargs: passed to ``httpx.HTTPTransport`` (``verify``, ``limits``, ...)
+    """
+
+    def __init__(self, seconds: float, **transport_kwargs: Any) -> None:
+        self.seconds = seconds
+        self._inner = _with_deadlines(httpx.HTTPTransport(**transport_kwargs), _DeadlineBackend)
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        deadline = time.monotonic() + self.seconds
+        with _Deadline(deadline):
+            response = self._inner.handle_request(request)
+        return httpx.Response(response.status_code, headers=response.headers, extensions=response.extensions,
+                              stream=_DeadlineBody(response.stream, deadline))
+
+    def close(self) -> None:
+        self._inner.close()
+
+
+# ---- transport failures -----------------------------------------------------------------------
+#: resolver answers that mean "this name does not exist" (a typo), not "try again later"
+_NO_SUCH_NAME = {getattr(socket, name) for name in ("EAI_NONAME", "EAI_NODATA") if hasattr(socket, name)}
+
+
+def _resolver_failure(exc: BaseException) -> socket.gaierror | None:
+    seen: BaseException | None = exc
+    for _ in range(8):  # httpx.ConnectError <- httpcore.ConnectError <- socket.gaierror
+        if seen is None:
+            return None
+        if isinstance(seen, socket.gaierror):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+def _transport_error(exc: httpx.HTTPError, call: Call[Any], timeout: float) -> SalesforceOAuthError:
+    """The package's error for an httpx failure. It keeps nothing of ``exc`` (whose request holds
+    the form and headers): only type names and the host."""
+    host = httpx.URL(call.url).host
+    resolver = _resolver_failure(exc)
+    if resolver is not None and resolver.errno in _NO_SUCH_NAME:
+        where = "check 'host' for a typo" if call.login_host else "the instance URL Salesforce returned"
+        return SalesforceHostError(
+            f"Salesforce {call.describe}: could not resolve {host!r} (no such host name)",
+            hint=f"{where}; the name must resolve from this worker (DNS, /etc/hosts, VPN)",
+        )
+    if resolver is not None:
+        what = f"could not resolve {host!r} for now (the resolver failed)"
+    elif isinstance(exc, httpx.TimeoutException):
+        what = f"no answer within {timeout:g} s from {host!r} ({type(exc).__name__})"
     else:
-        what = f"connection failed ({type(exc).__name__})"
+        what = f"connection failed to {host!r} ({type(exc).__name__})"
     return SalesforceConnectionError(
         f"Salesforce {call.describe}: {what}",
         hint="a network problem or an outage; retried automatically. Check 'host' if it persists",
     )
+
+
+@dataclass
+class _Pager:
+    """Where a query goes next: follows ``nextRecordsUrl`` until ``done``, and stops a server that
+    loops (a repeated locator, more records than its own ``totalSize``, too many pages).
+
+    :param conn_id: the connection, for the messages
+    """
+
+    conn_id: str
+    seen: set[str] = field(default_factory=set)
+    pages: int = 0
+    records: int = 0
+    total: int | None = None
+
+    def next_url(self, page: dict[str, Any]) -> str | None:
+        self.pages += 1
+        self.records += len(page["records"])
+        size = page.get("totalSize")
+        if self.total is None and isinstance(size, int) and not isinstance(size, bool) and size >= 0:
+            self.total = size
+        if self.total is not None and self.records > self.total:
+            raise SalesforceProtocolError(
+                f"the query returned more records ({self.records}) than its totalSize ({self.total}); stopped",
+                hint="not what Salesforce sends: check 'host' and any proxy in between", conn_id=self.conn_id,
+            )
+        if page.get("done", True) or not page.get("nextRecordsUrl"):
+            return None
+        url = str(page["nextRecordsUrl"])
+        if url in self.seen:
+            raise SalesforceProtocolError(
+                f"the query's nextRecordsUrl repeated after {self.pages} pages (a paging loop); stopped",
+                hint="not what Salesforce sends: check 'host' and any proxy in between", conn_id=self.conn_id,
+            )
+        if self.pages >= MAX_QUERY_PAGES:
+            raise SalesforceUnavailableError(
+                f"query returned more than {MAX_QUERY_PAGES} pages; stopped",
+                hint="narrow the SOQL (WHERE, LIMIT) or read it with query_iter in smaller slices",
+                conn_id=self.conn_id,
+            )
+        self.seen.add(url)
+        return url
 
 
 class _Base:
@@ -174,18 +442,20 @@ class _Base:
     def _http_kwargs(self) -> dict[str, Any]:
         return {
             "timeout": httpx.Timeout(self.config.timeout),
-            "headers": {"User-Agent": USER_AGENT, "Accept": "application/json"},
+            # identity: a compressed body could be a decompression bomb (the reader decodes one
+            # anyway, capped, if a server compresses unasked)
+            "headers": {"User-Agent": USER_AGENT, "Accept": "application/json", "Accept-Encoding": "identity"},
             "follow_redirects": False,
-            "verify": tls_verify(self.config.ca_bundle),
         }
 
     # ---- request building ------------------------------------------------------------------
     def _client_auth(self) -> dict[str, str]:
         if not self.config.consumer_secret:
             raise SalesforceConfigError(
-                f"Connection {self.config.conn_id!r}: 'password' (Consumer Secret) is required for introspection",
+                "'password' (Consumer Secret) is required for introspection",
                 field="password",
                 hint="set the connected app's consumer secret in the connection's password",
+                conn_id=self.config.conn_id,
             )
         return {"client_id": self.config.consumer_key, "client_secret": self.config.consumer_secret}
 
@@ -202,21 +472,21 @@ class _Base:
                 self._on_secret(tok.refresh_token)
             return tok
 
-        return Call("POST", cfg.token_url, parse, f"token request ({cfg.auth_flow})", data=data)
+        return Call("POST", cfg.token_url, parse, f"token request ({cfg.auth_flow})", data=data, login_host=True)
 
     def introspect_call(self, token: str, token_type_hint: str = "access_token") -> Call[IntrospectionResult]:
         self._on_secret(token)
         data = {"token": token, "token_type_hint": token_type_hint, **self._client_auth()}
         return Call(
             "POST", f"{self.config.host}/services/oauth2/introspect", parse_introspection,
-            f"introspection of {fingerprint(token)}", data=data,
+            f"introspection of {fingerprint(token)}", data=data, login_host=True,
         )
 
     def revoke_call(self, token: str) -> Call[bool]:
         self._on_secret(token)
         return Call(
             "POST", f"{self.config.host}/services/oauth2/revoke", parse_revoke,
-            f"revocation of {fingerprint(token)}", data={"token": token},
+            f"revocation of {fingerprint(token)}", data={"token": token}, login_host=True,
         )
 
     def userinfo_call(self, access_token: str) -> Call[dict[str, Any]]:
@@ -229,14 +499,21 @@ class _Base:
 
         return Call(
             "GET", f"{self.config.host}/services/oauth2/userinfo", parse, "userinfo request",
-            headers={"Authorization": f"Bearer {access_token}"},
+            headers={"Authorization": f"Bearer {access_token}"}, login_host=True,
         )
 
     def query_call(self, token: SalesforceToken, soql: str | None, next_url: str | None = None) -> Call[dict[str, Any]]:
+        """The first page of ``soql``, or the page at ``next_url`` (Salesforce's ``nextRecordsUrl``).
+
+        :raises SalesforceProtocolError: the URL is on another origin than the token's instance
+            URL, or that is plain http to a non-loopback host (the token would leak)
+        """
         if next_url:
+            # a relative locator is joined under the instance URL; an absolute one must stay on it
             url, params = urljoin(token.instance_url + "/", next_url.lstrip("/")), None
         else:
             url, params = f"{token.instance_url}/services/data/v{self.config.api_version}/query", {"q": soql or ""}
+        check_bearer_target(url, token.instance_url, self.config.conn_id)
 
         def parse(reply: Reply) -> dict[str, Any]:
             data = parse_json_reply(reply, "query")
@@ -249,26 +526,61 @@ class _Base:
                     headers={"Authorization": f"Bearer {token.access_token}"})
 
     def _with_expiry(self, token: SalesforceToken, info: IntrospectionResult | None) -> SalesforceToken:
-        if info is not None and info.active and info.exp:
-            return token.with_expiry(float(info.exp), "introspection")
-        return token
+        if info is None or not info.active or not info.exp:
+            return token
+        now = self._clock()
+        # Salesforce sessions last at most 24 h: an exp in the past or far ahead is a lie that
+        # would make the token look dead, or fresh forever
+        if not now < info.exp <= now + max(self.config.session_timeout, 86400) + 3600:
+            log.warning("Connection %r: introspection gave token %s an implausible exp (%s); assuming the session "
+                        "timeout", self.config.conn_id, token.fingerprint, info.exp)
+            return token
+        return token.with_expiry(float(info.exp), "introspection")
 
     def _log_reply(self, call: Call[Any], status: int, started: float) -> None:
         log.debug("%s %s -> HTTP %d in %.0f ms", call.method, call.describe, status, (time.monotonic() - started) * 1000)
 
-    def _next_page(self, page: dict[str, Any], pages: int) -> str | None:
-        if page.get("done", True) or not page.get("nextRecordsUrl"):
-            return None
-        if pages >= MAX_QUERY_PAGES:
-            raise SalesforceUnavailableError(f"query returned more than {MAX_QUERY_PAGES} pages; stopped")
-        return str(page["nextRecordsUrl"])
+    def _deadline(self, overall: float | None) -> _Deadline:
+        """The deadline of one try: ``timeout`` from now, and never past the retries' ``overall``."""
+        own = time.monotonic() + self.config.timeout
+        return _Deadline(own if overall is None else min(own, overall))
+
+    def _reply(self, call: Call[Any], response: httpx.Response, reader: BodyReader) -> Reply:
+        if reader.unsupported is not None:
+            raise SalesforceUnavailableError(
+                f"Salesforce answered the {call.describe} in content-encoding {reader.unsupported!r}, "
+                "although the client asked for 'identity'",
+                status_code=response.status_code, hint="check 'host' and any proxy in between",
+            )
+        return Reply(response.status_code, response.headers.get("content-type", ""), reader.body, reader.truncated,
+                     url=call.url, login_host=call.login_host)
+
+    def _named(self, exc: SalesforceOAuthError) -> SalesforceOAuthError:
+        # configuration errors are written naming their connection already (OAuthConfig, keys)
+        return exc if isinstance(exc, SalesforceConfigError) else exc.for_connection(self.config.conn_id)
+
+    def _pager(self) -> _Pager:
+        return _Pager(self.config.conn_id)
+
+
+def _reader_for(response: httpx.Response) -> BodyReader:
+    # A response built in memory (httpx.MockTransport) arrives already read and decoded by httpx;
+    # one from the network is read raw and decoded by the capped reader.
+    if response.is_stream_consumed:
+        return BodyReader("identity")
+    return BodyReader(response.headers.get("content-encoding", ""))
+
+
+def _undecodable(call: Call[Any]) -> SalesforceUnavailableError:
+    return SalesforceUnavailableError(f"Salesforce's reply to the {call.describe} is not valid gzip/deflate",
+                                      hint="check 'host' and any proxy in between; retried automatically")
 
 
 class SalesforceOAuthClient(_Base):
     """Blocking client.
 
     :param config: validated connection settings
-    :param http: an ``httpx.Client`` to use (default: one owned by this client)
+    :param http: an ``httpx.Client`` to use (default: one owned by this client, with the deadline)
     :param retry: retry policy for transient errors
     :param on_secret: called with every secret the moment it exists (the hook passes ``mask_secret``)
     """
@@ -284,7 +596,9 @@ class SalesforceOAuthClient(_Base):
     ) -> None:
         super().__init__(config, retry=retry, on_secret=on_secret, clock=clock)
         self._owns_http = http is None
-        self.http = http or httpx.Client(**self._http_kwargs())
+        self.http = http or httpx.Client(
+            transport=_with_deadlines(httpx.HTTPTransport(verify=tls_verify(self.config.ca_bundle)), _DeadlineBackend), **self._http_kwargs()
+        )
 
     def close(self) -> None:
         if self._owns_http:
@@ -296,30 +610,49 @@ class SalesforceOAuthClient(_Base):
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def send(self, call: Call[T]) -> T:
-        """Send once and parse; transport failures become :class:`SalesforceConnectionError`."""
-        started = time.monotonic()
+    def _exchange(self, call: Call[Any]) -> tuple[httpx.Response, BodyReader]:
+        response = self.http.send(call.request(self.http), stream=True)
         try:
-            response = self.http.send(call.request(self.http), stream=True)
-            try:
-                body, truncated = bytearray(), False
-                for chunk in response.iter_bytes():
-                    body += chunk
-                    if len(body) > MAX_BODY_BYTES:
-                        truncated = True
-                        break
-            finally:
-                response.close()
+            reader = _reader_for(response)
+            for chunk in [response.content] if response.is_stream_consumed else response.iter_raw():
+                if reader.feed(chunk):
+                    break
+        finally:
+            response.close()
+        return response, reader
+
+    def send(self, call: Call[T], *, deadline: float | None = None) -> T:
+        """Send once and parse; transport failures become :class:`SalesforceConnectionError`.
+
+        :param deadline: ``time.monotonic()`` value no part of the exchange may pass (default:
+            ``timeout`` seconds from now)
+        """
+        started, failure = time.monotonic(), None
+        try:
+            with self._deadline(deadline):
+                response, reader = self._exchange(call)
         except httpx.HTTPError as exc:
-            raise _transport_error(exc, call, self.config.timeout) from None
+            failure = _transport_error(exc, call, self.config.timeout)
+        except zlib.error:
+            failure = _undecodable(call)
+        if failure is not None:
+            # raised outside the except block: no __context__ keeps httpx's request (form, headers)
+            raise failure.for_connection(self.config.conn_id)
         self._log_reply(call, response.status_code, started)
-        return call.parse(Reply(response.status_code, response.headers.get("content-type", ""), bytes(body), truncated))
+        try:
+            return call.parse(self._reply(call, response, reader))
+        except SalesforceOAuthError as exc:
+            raise exc.redact(call.secrets() + self.config.secrets).for_connection(self.config.conn_id)
 
     def call(self, make: Callable[[], Call[T]]) -> T:
         """Build and send with retries; ``make`` is called per try (a JWT is signed afresh)."""
-        for attempt in self.retry.sync():
-            with attempt:
-                return self.send(make())
+        overall = time.monotonic() + self.retry.max_total
+        try:
+            for attempt in self.retry.sync():
+                with attempt:
+                    return self.send(make(), deadline=overall)
+        except SalesforceOAuthError as exc:
+            raise self._named(exc)
         raise AssertionError("unreachable")  # pragma: no cover
 
     def fetch_token(self, refresh_token: str | None = None) -> SalesforceToken:
@@ -346,14 +679,28 @@ class SalesforceOAuthClient(_Base):
     def userinfo(self, access_token: str) -> dict[str, Any]:
         return self.call(lambda: self.userinfo_call(access_token))
 
-    def iter_query_pages(self, token: SalesforceToken, soql: str) -> Iterator[dict[str, Any]]:
-        page = self.call(lambda: self.query_call(token, soql))
-        pages = 1
-        yield page
-        while (next_url := self._next_page(page, pages)) is not None:
-            page = self.call(lambda: self.query_call(token, None, next_url))
-            pages += 1
+    def iter_query_pages(
+        self, token: SalesforceToken, soql: str, *, renew: Callable[[str], SalesforceToken] | None = None
+    ) -> Iterator[dict[str, Any]]:
+        """The pages of ``soql``, one request per page as they are consumed.
+
+        :param renew: ``renew(stale_access_token) -> new token``; called once if Salesforce
+            refuses the session mid-way, and the page is asked again with the new token
+        :raises SalesforceProtocolError: a repeated or off-origin ``nextRecordsUrl``
+        """
+        pager, next_url, renewed = self._pager(), None, False
+        while True:
+            try:
+                page = self.call(lambda: self.query_call(token, soql, next_url))
+            except SalesforceSessionExpired:
+                if renew is None or renewed:
+                    raise
+                token, renewed = renew(token.access_token), True
+                continue
             yield page
+            next_url = pager.next_url(page)
+            if next_url is None:
+                return
 
     def query(self, token: SalesforceToken, soql: str) -> list[dict[str, Any]]:
         return [rec for page in self.iter_query_pages(token, soql) for rec in page["records"]]
@@ -374,8 +721,9 @@ class AsyncSalesforceOAuthClient(_Base):
     ) -> None:
         super().__init__(config, retry=retry, on_secret=on_secret, clock=clock)
         self._owns_http = http is None
+        limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
         self.http = http or httpx.AsyncClient(
-            limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
+            transport=_with_deadlines(httpx.AsyncHTTPTransport(verify=tls_verify(self.config.ca_bundle), limits=limits), _AsyncDeadlineBackend),
             **self._http_kwargs(),
         )
 
@@ -389,28 +737,45 @@ class AsyncSalesforceOAuthClient(_Base):
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
 
-    async def send(self, call: Call[T]) -> T:
-        started = time.monotonic()
+    async def _exchange(self, call: Call[Any]) -> tuple[httpx.Response, BodyReader]:
+        response = await self.http.send(call.request(self.http), stream=True)
         try:
-            response = await self.http.send(call.request(self.http), stream=True)
-            try:
-                body, truncated = bytearray(), False
-                async for chunk in response.aiter_bytes():
-                    body += chunk
-                    if len(body) > MAX_BODY_BYTES:
-                        truncated = True
+            reader = _reader_for(response)
+            if response.is_stream_consumed:
+                reader.feed(response.content)
+            else:
+                async for chunk in response.aiter_raw():
+                    if reader.feed(chunk):
                         break
-            finally:
-                await response.aclose()
+        finally:
+            await response.aclose()
+        return response, reader
+
+    async def send(self, call: Call[T], *, deadline: float | None = None) -> T:
+        started, failure = time.monotonic(), None
+        try:
+            with self._deadline(deadline):
+                response, reader = await self._exchange(call)
         except httpx.HTTPError as exc:
-            raise _transport_error(exc, call, self.config.timeout) from None
+            failure = _transport_error(exc, call, self.config.timeout)
+        except zlib.error:
+            failure = _undecodable(call)
+        if failure is not None:
+            raise failure.for_connection(self.config.conn_id)
         self._log_reply(call, response.status_code, started)
-        return call.parse(Reply(response.status_code, response.headers.get("content-type", ""), bytes(body), truncated))
+        try:
+            return call.parse(self._reply(call, response, reader))
+        except SalesforceOAuthError as exc:
+            raise exc.redact(call.secrets() + self.config.secrets).for_connection(self.config.conn_id)
 
     async def call(self, make: Callable[[], Call[T]]) -> T:
-        async for attempt in self.retry.async_():
-            with attempt:
-                return await self.send(make())
+        overall = time.monotonic() + self.retry.max_total
+        try:
+            async for attempt in self.retry.async_():
+                with attempt:
+                    return await self.send(make(), deadline=overall)
+        except SalesforceOAuthError as exc:
+            raise self._named(exc)
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def fetch_token(self, refresh_token: str | None = None) -> SalesforceToken:
@@ -436,11 +801,23 @@ class AsyncSalesforceOAuthClient(_Base):
     async def userinfo(self, access_token: str) -> dict[str, Any]:
         return await self.call(lambda: self.userinfo_call(access_token))
 
+    async def iter_query_pages(
+        self, token: SalesforceToken, soql: str, *, renew: Callable[[str], Awaitable[SalesforceToken]] | None = None
+    ) -> AsyncIterator[dict[str, Any]]:
+        """Async :meth:`SalesforceOAuthClient.iter_query_pages`."""
+        pager, next_url, renewed = self._pager(), None, False
+        while True:
+            try:
+                page = await self.call(lambda: self.query_call(token, soql, next_url))
+            except SalesforceSessionExpired:
+                if renew is None or renewed:
+                    raise
+                token, renewed = await renew(token.access_token), True
+                continue
+            yield page
+            next_url = pager.next_url(page)
+            if next_url is None:
+                return
+
     async def query(self, token: SalesforceToken, soql: str) -> list[dict[str, Any]]:
-        page = await self.call(lambda: self.query_call(token, soql))
-        records, pages = list(page["records"]), 1
-        while (next_url := self._next_page(page, pages)) is not None:
-            page = await self.call(lambda: self.query_call(token, None, next_url))
-            records.extend(page["records"])
-            pages += 1
-        return records
+        return [rec async for page in self.iter_query_pages(token, soql) for rec in page["records"]]

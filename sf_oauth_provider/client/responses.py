@@ -10,12 +10,17 @@ import base64
 import hashlib
 import hmac
 import json
+import math
 import re
 import time
+import zlib
+from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 from sf_oauth_provider.client.errors import (
     SalesforceAuthError,
+    SalesforceHostError,
     SalesforceOAuthError,
     SalesforceRateLimitError,
     SalesforceRequestError,
@@ -27,7 +32,9 @@ from sf_oauth_provider.client.token import IntrospectionResult, SalesforceToken
 
 __all__ = [
     "MAX_BODY_BYTES",
+    "MAX_EPOCH",
     "Reply",
+    "BodyReader",
     "safe_excerpt",
     "parse_token_response",
     "parse_introspection",
@@ -36,47 +43,187 @@ __all__ = [
     "error_for",
 ]
 
-#: Larger bodies are not read: Salesforce never sends one this big on these endpoints.
+#: Larger bodies are not read: Salesforce never sends one this big on these endpoints. The cap
+#: holds on the decoded body too (see :class:`BodyReader`).
 MAX_BODY_BYTES = 4 * 1024 * 1024
+#: The last second of the year 9999: no Salesforce time (``exp``, ``iat``, ``issued_at``) is later.
+MAX_EPOCH = 253402300799
+#: An error page is excerpted from its first bytes only: the excerpt is 160 characters anyway.
+EXCERPT_SCAN_BYTES = 8192
+#: Most bytes one decompression step may produce: a gzip bomb never grows past cap + this.
+_DECODE_STEP = 64 * 1024
+_OAUTH_PATH = "/services/oauth2/"
 
-_TAG_RE = re.compile(r"<(script|style)[^>]*>.*?</\1>|<[^>]+>", re.S | re.I)
 _SECRETISH_RE = re.compile(r"00D\w{12,15}![\w.\-]+|[A-Za-z0-9+/_\-.=!]{32,}")
 
 
+@dataclass
 class Reply:
     """A finished HTTP exchange as the parsers see it.
 
     :param truncated: the body was longer than :data:`MAX_BODY_BYTES` and was cut
+    :param url: the URL asked (no query string), for messages
+    :param login_host: the request went to the connection's ``host`` (token, introspect, revoke,
+        userinfo), so a reply that is not Salesforce means the host is wrong
     """
 
-    __slots__ = ("status_code", "content_type", "body", "truncated")
+    status_code: int
+    content_type: str
+    body: bytes | bytearray = field(repr=False)
+    truncated: bool = False
+    url: str = ""
+    login_host: bool = False
 
-    def __init__(self, status_code: int, content_type: str, body: bytes, truncated: bool = False) -> None:
-        self.status_code = status_code
-        self.content_type = content_type.lower()
-        self.body = body
-        self.truncated = truncated
+    def __post_init__(self) -> None:
+        self.content_type = self.content_type.lower()
 
     def text(self) -> str:
-        return self.body.decode("utf-8", "replace")
+        return bytes(self.body).decode("utf-8", "replace")
 
 
-def safe_excerpt(body: bytes | str, limit: int = 160) -> str:
-    """A short, single-line excerpt of a body with markup and anything token-like removed."""
-    text = body.decode("utf-8", "replace") if isinstance(body, bytes) else body
-    title = re.search(r"<title[^>]*>(.*?)</title>", text, re.S | re.I)
-    text = _TAG_RE.sub(" ", text)
-    if title:
-        text = title.group(1) + " " + text
-    text = " ".join(text.split())
+class BodyReader:
+    """Collects a response body from raw wire chunks, capped at ``cap`` bytes *after* decoding.
+
+    The clients ask for ``Accept-Encoding: identity``; a server that compresses anyway is decoded
+    here step by step (at most :data:`_DECODE_STEP` bytes at a time), so a gzip bomb costs at most
+    the cap plus one step of memory, never its decoded size.
+
+    :param content_encoding: the response's ``Content-Encoding`` header
+    :param cap: most bytes kept; one more marks the body as truncated
+    """
+
+    def __init__(self, content_encoding: str, cap: int = MAX_BODY_BYTES) -> None:
+        encoding = content_encoding.strip().lower()
+        self.cap = cap
+        self.body = bytearray()
+        self.truncated = False
+        self.unsupported: str | None = None
+        self._inflate: Any = None
+        if encoding in ("gzip", "x-gzip", "deflate"):
+            self._inflate = zlib.decompressobj(32 + zlib.MAX_WBITS)  # gzip or zlib header, auto-detected
+        elif encoding not in ("", "identity"):
+            self.unsupported = encoding
+
+    def feed(self, raw: bytes) -> bool:
+        """Add one wire chunk; True once the cap is exceeded (stop reading, the body is cut).
+
+        :raises zlib.error: the compressed body is corrupt
+        """
+        if self.unsupported is not None:
+            return True
+        if self._inflate is None:
+            self.body += raw[: self.cap + 1 - len(self.body)]
+        else:
+            data = raw
+            while data and len(self.body) <= self.cap:
+                self.body += self._inflate.decompress(data, min(_DECODE_STEP, self.cap + 1 - len(self.body)))
+                data = self._inflate.unconsumed_tail
+        self.truncated = len(self.body) > self.cap
+        if self.truncated:
+            del self.body[self.cap :]
+        return self.truncated
+
+
+def _strip_markup(text: str) -> tuple[str, str]:
+    """(title, text without tags, scripts and styles) in one left-to-right pass.
+
+    Every search starts where the previous one ended, so the work is linear in the text even
+    for hostile pages (thousands of unclosed ``<script>`` tags).
+    """
+    low = text.lower()
+    title, out, i, n = "", [], 0, len(text)
+    while i < n:
+        lt = low.find("<", i)
+        if lt < 0:
+            out.append(text[i:])
+            break
+        out.append(text[i:lt])
+        gt = low.find(">", lt)
+        if gt < 0:
+            break  # an unclosed tag: nothing readable follows
+        words = low[lt + 1 : gt].split(None, 1)
+        name = words[0].rstrip("/") if words else ""
+        i = gt + 1
+        if name in ("script", "style", "title"):
+            close = low.find("</" + name, i)
+            if close < 0:
+                break
+            if name == "title" and not title:
+                title = text[i:close]
+            end = low.find(">", close)
+            i = n if end < 0 else end + 1
+        out.append(" ")
+    return title, "".join(out)
+
+
+def safe_excerpt(body: bytes | bytearray | str, limit: int = 160) -> str:
+    """A short, single-line excerpt of a body with markup and anything token-like removed.
+
+    Only the first :data:`EXCERPT_SCAN_BYTES` are read, in linear time.
+    """
+    head = body[:EXCERPT_SCAN_BYTES]
+    text = bytes(head).decode("utf-8", "replace") if isinstance(head, (bytes, bytearray)) else head
+    title, rest = _strip_markup(text)
+    text = " ".join(f"{title} {rest}".split())
     text = _SECRETISH_RE.sub("[redacted]", text)
     return text[:limit] + ("…" if len(text) > limit else "")
 
 
+_NOT_JSON = object()
+
+
 def _decode_json(reply: Reply) -> Any:
+    """The JSON of a reply, or ``_NOT_JSON`` (no exception: nothing of the body is kept in a
+    ``__context__`` that a traceback formatter could print)."""
     if reply.truncated or not reply.body.strip():
-        raise ValueError("no JSON")
-    return json.loads(reply.body)
+        return _NOT_JSON
+    try:
+        return json.loads(reply.body)
+    except ValueError:
+        return _NOT_JSON
+
+
+def _describe_body(reply: Reply, text: str) -> str:
+    if "<html" in text[:500].lower() or "html" in reply.content_type:
+        return "an HTML page"
+    return "an empty body" if not text else "a body that is not Salesforce JSON"
+
+
+_HOST_HINT = (
+    "set 'host' to https://login.salesforce.com, https://test.salesforce.com or your My Domain URL "
+    "(https://<domain>.my.salesforce.com), without an endpoint path"
+)
+
+
+def _host_error(reply: Reply, action: str, text: str) -> SalesforceHostError:
+    """The error for a login-host request that reached something other than Salesforce."""
+    url, status = reply.url or "the host", reply.status_code
+    path = urlsplit(reply.url).path
+    base_path = path[: path.rfind(_OAUTH_PATH)] if _OAUTH_PATH in path else path
+    if _OAUTH_PATH.rstrip("/") in base_path:
+        # the host already ended with an endpoint path: the client added it a second time
+        pasted = base_path[base_path.find(_OAUTH_PATH.rstrip("/")) :]
+        base = reply.url[: reply.url.find(pasted)]
+        return SalesforceHostError(
+            f"no OAuth {action.split()[0]} endpoint at {url} (HTTP {status}): 'host' ends with {pasted}, "
+            "which the client adds itself",
+            status_code=status,
+            hint=f"remove {pasted} from 'host' (set it to {base})",
+        )
+    if status == 404:
+        endpoint = path.rsplit("/", 1)[-1] or action
+        return SalesforceHostError(
+            f"no OAuth {endpoint} endpoint at {url} (HTTP 404)",
+            status_code=status,
+            hint=f"check the host: {_HOST_HINT}",
+        )
+    excerpt = safe_excerpt(reply.body)
+    return SalesforceHostError(
+        f"the {action} reply from {url} is not a Salesforce answer (HTTP {status} with "
+        f"{_describe_body(reply, text)}" + (f": {excerpt!r})" if excerpt else ")"),
+        status_code=status,
+        hint=f"'host' must lead to Salesforce itself, not a web page, proxy or login portal: {_HOST_HINT}",
+    )
 
 
 def error_for(reply: Reply, action: str) -> SalesforceOAuthError:
@@ -88,10 +235,7 @@ def error_for(reply: Reply, action: str) -> SalesforceOAuthError:
             status_code=status,
             hint="not a Salesforce answer: check the host and any proxy in between; retried automatically",
         )
-    try:
-        data = _decode_json(reply)
-    except ValueError:
-        data = None
+    data = _decode_json(reply)
     if isinstance(data, dict) and isinstance(data.get("error"), str):
         desc = data.get("error_description")
         return error_from_oauth_response(status, data["error"], desc if isinstance(desc, str) else None, action=action)
@@ -116,9 +260,10 @@ def error_for(reply: Reply, action: str) -> SalesforceOAuthError:
             f"Salesforce is rate limiting the {action} (HTTP 429)", status_code=status, error="rate_limit_exceeded",
             hint="wait before trying again; retried automatically with backoff",
         )
-    kind = "an HTML page" if "<html" in text[:500].lower() or "html" in reply.content_type else (
-        "an empty body" if not text else "a body that is not Salesforce JSON"
-    )
+    if reply.login_host and (status == 404 or (200 <= status < 300 and text)):
+        # Salesforce answers its OAuth endpoints with JSON; a 404 or a 2xx page is someone else
+        return _host_error(reply, action, text)
+    kind = _describe_body(reply, text)
     excerpt = safe_excerpt(reply.body)
     return SalesforceUnavailableError(
         f"Salesforce answered the {action} with HTTP {status} and {kind}" + (f": {excerpt!r}" if excerpt else ""),
@@ -157,15 +302,24 @@ def parse_json_reply(reply: Reply, action: str) -> Any:
     """JSON of a 2xx reply, or the typed error."""
     if not 200 <= reply.status_code < 300:
         raise error_for(reply, action)
-    try:
-        return _decode_json(reply)
-    except ValueError:
-        raise error_for(reply, action) from None
+    data = _decode_json(reply)
+    if data is _NOT_JSON:
+        raise error_for(reply, action)
+    return data
 
 
 def _str(data: dict[str, Any], name: str) -> str | None:
     value = data.get(name)
     return value if isinstance(value, str) and value else None
+
+
+def _epoch_millis(raw: Any) -> int | None:
+    """``issued_at`` (a string of epoch milliseconds) as an int in range, else None."""
+    text = str(raw)
+    if isinstance(raw, bool) or not text.isdigit() or len(text) > 15:
+        return None
+    millis = int(text)
+    return millis if millis <= MAX_EPOCH * 1000 else None
 
 
 def parse_token_response(
@@ -191,12 +345,14 @@ def parse_token_response(
     issued_at = received
     raw_issued = data.get("issued_at")
     if raw_issued is not None:
-        try:
-            issued_at = int(str(raw_issued)) / 1000.0
-        except ValueError:
+        millis = _epoch_millis(raw_issued)
+        if millis is None:
             raise SalesforceUnavailableError(
-                "Salesforce's token response has a malformed issued_at", status_code=reply.status_code
-            ) from None
+                "Salesforce's token response has a malformed or out-of-range issued_at "
+                "(not epoch milliseconds between 1970 and 9999)",
+                status_code=reply.status_code,
+            )
+        issued_at = millis / 1000.0
     signature = _str(data, "signature")
     id_url = _str(data, "id")
     if signature and consumer_secret and id_url and raw_issued is not None:
@@ -233,14 +389,22 @@ def parse_introspection(reply: Reply) -> IntrospectionResult:
         )
 
     def integer(name: str) -> int | None:
+        """An epoch-seconds field: absent -> None; out of range (1e400, NaN, -1) -> the error."""
         value = data.get(name)
-        if isinstance(value, bool):
+        if value is None:
             return None
-        if isinstance(value, (int, float)):
-            return int(value)
-        if isinstance(value, str) and value.isdigit():
-            return int(value)
-        return None
+        if isinstance(value, str) and value.isdigit() and len(value) <= 12:
+            value = int(value)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or (
+            isinstance(value, float) and not math.isfinite(value)
+        ) or not 0 <= value <= MAX_EPOCH:
+            raise SalesforceUnavailableError(
+                f"Salesforce's introspection response has a malformed or out-of-range {name!r} "
+                "(not epoch seconds between 1970 and 9999)",
+                status_code=reply.status_code,
+                hint="not what Salesforce sends: check 'host' and any proxy in between; retried automatically",
+            )
+        return int(value)
 
     return IntrospectionResult(
         active=data["active"],

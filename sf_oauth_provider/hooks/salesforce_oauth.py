@@ -6,7 +6,7 @@ import collections
 import contextlib
 import json
 from functools import cached_property
-from typing import TYPE_CHECKING, Any, AsyncIterator, Awaitable, Callable, TypeVar
+from typing import TYPE_CHECKING, Any, AsyncIterator, Awaitable, Callable, Iterator, TypeVar
 
 from airflow.sdk import BaseHook, conf
 
@@ -254,30 +254,43 @@ class SalesforceOAuthHook(BaseHook):
             return await call(await self.aget_token(stale_token=token.access_token))
 
     def get_conn(self) -> httpx.Client:
-        """An ``httpx.Client`` on the instance URL whose auth refreshes the token once on 401."""
+        """An ``httpx.Client`` on the instance URL whose auth refreshes the token once on 401.
+
+        The token is only ever sent to the instance URL's origin, over https unless it is
+        loopback: a request to another origin raises :class:`SalesforceProtocolError`. Every
+        request ends within the connection's ``timeout`` of wall-clock time, body included.
+        """
         import httpx
 
-        from sf_oauth_provider.client.auth import SalesforceTokenAuth
-        from sf_oauth_provider.client.oauth import USER_AGENT, tls_verify
+        from sf_oauth_provider.client.auth import SalesforceTokenAuth, check_bearer_target
+        from sf_oauth_provider.client.oauth import USER_AGENT, DeadlineTransport, tls_verify
 
         token = self.get_token()
+        check_bearer_target(token.instance_url, token.instance_url, self.salesforce_oauth_conn_id)
         return httpx.Client(
             base_url=token.instance_url,
-            auth=SalesforceTokenAuth(get_token=lambda stale: self.get_token(stale_token=stale)),
+            auth=SalesforceTokenAuth(get_token=lambda stale: self.get_token(stale_token=stale),
+                                     conn_id=self.salesforce_oauth_conn_id),
             headers={"User-Agent": USER_AGENT, "Accept": "application/json"},
             timeout=self.config.timeout,
-            verify=tls_verify(self.config.ca_bundle),
+            transport=DeadlineTransport(self.config.timeout, verify=tls_verify(self.config.ca_bundle)),
         )
 
-    def introspect(self, token: str, token_type_hint: str = "access_token") -> IntrospectionResult:
-        """What Salesforce knows about ``token`` (needs the consumer secret)."""
-        _mask(token)
-        return self.client.introspect(token, token_type_hint)
+    def introspect(self, token: str | SalesforceToken, token_type_hint: str = "access_token") -> IntrospectionResult:
+        """What Salesforce knows about ``token`` (needs the consumer secret).
 
-    async def aintrospect(self, token: str, token_type_hint: str = "access_token") -> IntrospectionResult:
+        :param token: a token string, or a :class:`SalesforceToken` (its access token is asked about)
+        :param token_type_hint: ``access_token`` or ``refresh_token``
+        """
+        value = token.access_token if isinstance(token, SalesforceToken) else token
+        _mask(value)
+        return self.client.introspect(value, token_type_hint)
+
+    async def aintrospect(self, token: str | SalesforceToken, token_type_hint: str = "access_token") -> IntrospectionResult:
         """Async :meth:`introspect`."""
+        value = token.access_token if isinstance(token, SalesforceToken) else token
         async with self.async_client(max_connections=1) as client:
-            return await client.introspect(token, token_type_hint)
+            return await client.introspect(value, token_type_hint)
 
     def revoke(self, token: str) -> bool:
         """Revoke ``token``; True if revoked now, False if it was already invalid."""
@@ -311,9 +324,24 @@ class SalesforceOAuthHook(BaseHook):
                 return await client.userinfo(access_token)
         return await self._awith_token(call)
 
+    def query_iter(self, soql: str) -> Iterator[dict[str, Any]]:
+        """Run SOQL and yield its records page by page, following ``nextRecordsUrl`` only as the
+        records are consumed: memory is bounded by one page (Salesforce sends up to 2,000 records).
+
+        An expired session is refreshed once and the page asked again. A repeated or off-origin
+        ``nextRecordsUrl`` raises :class:`SalesforceProtocolError` at once.
+
+        :param soql: the SOQL statement
+        """
+        pages = self.client.iter_query_pages(
+            self.get_token(), soql, renew=lambda stale: self.get_token(stale_token=stale)
+        )
+        for page in pages:
+            yield from page["records"]
+
     def query(self, soql: str) -> list[dict[str, Any]]:
-        """Run SOQL and return every record, following ``nextRecordsUrl``."""
-        return self._with_token(lambda tok: self.client.query(tok, soql))
+        """Run SOQL and return every record, following ``nextRecordsUrl`` (see :meth:`query_iter`)."""
+        return list(self.query_iter(soql))
 
     def get_simple_salesforce(self) -> Any:
         """A ``simple_salesforce.Salesforce`` on the cached token (extra ``simple-salesforce``)."""

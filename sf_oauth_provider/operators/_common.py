@@ -283,7 +283,9 @@ def fail_if_permanent(exc: SalesforceOAuthError, what: str) -> None:
 
     :param what: what was attempted, e.g. ``"Reading the OauthToken inventory"``
     """
-    if not exc.transient:
+    from sf_oauth_provider.client.errors import retry_may_help
+
+    if not retry_may_help(exc):
         from airflow.sdk.exceptions import AirflowFailException
 
         raise AirflowFailException(f"{what} failed: {exc}") from exc

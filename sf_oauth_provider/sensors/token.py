@@ -107,23 +107,22 @@ class SalesforceTokenSensor(BaseSensorOperator):
     def _fail(self, exc: SalesforceOAuthError) -> NoReturn:
         from airflow.sdk.exceptions import AirflowFailException
 
-        # str(exc) is Salesforce's message plus the hint; the client never puts secrets in it.
+        # str(exc) is Salesforce's message plus the hint, and starts with "Connection '<id>': " (every
+        # error of this package names its connection); the client never puts secrets in it.
         # Airflow logs this exception; the client's internal traceback would only bury the hint.
-        raise AirflowFailException(
-            f"Salesforce token check for connection {self.salesforce_oauth_conn_id!r} failed: {exc}"
-        ) from None
+        raise AirflowFailException(f"Salesforce token check failed: {exc}") from None
 
     def poke(self, context: Context) -> PokeReturnValue:
         """One check: done with a non-secret XCom value, not yet (transient), or fail (permanent).
 
         :param context: the task context (unused)
         """
-        from sf_oauth_provider.client.errors import SalesforceOAuthError
+        from sf_oauth_provider.client.errors import SalesforceOAuthError, retry_may_help
 
         try:
             outcome = self.check_once()
         except SalesforceOAuthError as exc:
-            if not exc.transient:
+            if not retry_may_help(exc):
                 self._fail(exc)
             self._last_problem = f"last check of connection {self.salesforce_oauth_conn_id!r} failed: {exc}"
             self.log.warning(
@@ -206,9 +205,9 @@ class SalesforceTokenSensor(BaseSensorOperator):
                 raise AirflowSkipException(message)
             raise AirflowSensorTimeout(message)
         if not event or event.get("status") != "success":
-            message = (event or {}).get("message") or "the trigger ended without a result"
-            raise AirflowFailException(
-                f"Salesforce token check for connection {self.salesforce_oauth_conn_id!r} failed: {message}"
-            )
+            # the trigger's message is the error's text, which already names the connection
+            message = (event or {}).get("message") or (
+                f"Connection {self.salesforce_oauth_conn_id!r}: the trigger ended without a result")
+            raise AirflowFailException(f"Salesforce token check failed: {message}")
         self.log.info("%s", event.get("message"))
         return {k: v for k, v in event.items() if k not in ("status", "message")}

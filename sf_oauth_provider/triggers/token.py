@@ -351,7 +351,7 @@ class SalesforceTokenTrigger(BaseTrigger):
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         """Check, sleep ``poke_interval``, repeat; one event on success, permanent error or ``end_at``."""
-        from sf_oauth_provider.client.errors import SalesforceOAuthError
+        from sf_oauth_provider.client.errors import SalesforceOAuthError, retry_may_help
 
         hook = self._hook()
         last: str = "no check finished"
@@ -359,7 +359,7 @@ class SalesforceTokenTrigger(BaseTrigger):
             try:
                 outcome = await self.check_once(hook)
             except SalesforceOAuthError as exc:
-                if not exc.transient:
+                if not retry_may_help(exc):
                     yield TriggerEvent(
                         {"status": "error", "message": str(exc), "error": exc.error, "hint": exc.hint}
                     )

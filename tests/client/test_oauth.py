@@ -112,3 +112,75 @@ def test_retry_policy_bounds_total_time():
     with pytest.raises(SalesforceUnavailableError):
         client.fetch_token()
     assert 2 <= len(calls) < 10  # stopped by the total-time bound, not the attempt count
+
+
+# ---- hostile numbers and origins -----------------------------------------------------------------
+def _token_then(introspection: bytes):
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/token"):
+            return httpx.Response(200, json=BODY)
+        return httpx.Response(200, content=introspection, headers={"content-type": "application/json"})
+
+    return httpx.MockTransport(handler)
+
+
+@pytest.mark.parametrize("exp", [b"1e400", b"NaN", b"1e20", b"-1", b"4102444800"], ids=["1e400", "nan", "1e20", "-1", "year-2100"])
+async def test_implausible_introspection_exp_falls_back_to_the_session_timeout(exp):
+    cfg = config("client_credentials")
+    body = b'{"active": true, "exp": ' + exp + b"}"
+    sync_tok = SalesforceOAuthClient(cfg, http=httpx.Client(transport=_token_then(body))).fetch_token()
+    async with AsyncSalesforceOAuthClient(cfg, http=httpx.AsyncClient(transport=_token_then(body))) as client:
+        async_tok = await client.fetch_token()
+    for tok in (sync_tok, async_tok):
+        assert tok.expires_at_source == "session_timeout"
+        assert tok.expires_at - time.time() <= cfg.session_timeout + 5
+
+
+async def test_out_of_range_exp_is_the_package_error_for_introspect():
+    from sf_oauth_provider.client.errors import SalesforceOAuthError
+
+    cfg = config("client_credentials")
+    async with AsyncSalesforceOAuthClient(cfg, http=httpx.AsyncClient(transport=_token_then(b'{"active": true, "exp": 1e400}')),
+                                          retry=RetryPolicy(attempts=1)) as client:
+        with pytest.raises(SalesforceOAuthError) as info:
+            await client.introspect("00Dxx!AQother")  # what the trigger's check calls
+    assert info.value.transient and "'exp'" in str(info.value) and str(info.value).startswith("Connection 'c': ")
+
+
+def _bearer_auth(token):
+    from sf_oauth_provider.client.auth import SalesforceTokenAuth
+
+    return SalesforceTokenAuth(get_token=lambda stale: token, conn_id="c")
+
+
+def test_token_auth_sends_the_bearer_only_to_its_https_origin():
+    from sf_oauth_provider.client.errors import SalesforceProtocolError
+    from sf_oauth_provider.client.token import SalesforceToken
+
+    seen, transport = recorder()
+    secure = SalesforceToken(access_token="00Dxx!AQsecure", instance_url="https://acme.my.salesforce.com",
+                             id_url=None, issued_at=0, expires_at=4e9)
+    plain = SalesforceToken(access_token="00Dxx!AQplain", instance_url="http://acme.my.salesforce.com",
+                            id_url=None, issued_at=0, expires_at=4e9)
+    loopback = SalesforceToken(access_token="00Dxx!AQlocal", instance_url="http://127.0.0.1:8123",
+                               id_url=None, issued_at=0, expires_at=4e9)
+    with httpx.Client(transport=transport, auth=_bearer_auth(secure)) as http:
+        http.get("https://acme.my.salesforce.com/services/data")
+        with pytest.raises(SalesforceProtocolError, match="another origin"):
+            http.get("https://evil.example.com/steal")
+        with pytest.raises(SalesforceProtocolError, match="another origin"):
+            http.get("http://acme.my.salesforce.com/services/data")  # same host, clear text
+    with httpx.Client(transport=transport, auth=_bearer_auth(plain)) as http:
+        with pytest.raises(SalesforceProtocolError, match="not https"):
+            http.get("http://acme.my.salesforce.com/services/data")
+    with httpx.Client(transport=transport, auth=_bearer_auth(loopback)) as http:
+        http.get("http://127.0.0.1:8123/services/data")  # the emulator
+    assert [r.headers["authorization"] for r in seen] == ["Bearer 00Dxx!AQsecure", "Bearer 00Dxx!AQlocal"]
+
+
+def test_call_repr_hides_the_form_and_headers():
+    client = SalesforceOAuthClient(config("jwt_bearer"))
+    call = client.token_call()
+    assert "assertion" not in repr(call) and call.data and call.data["assertion"] not in repr(call)
+    cc = SalesforceOAuthClient(config("client_credentials")).token_call()
+    assert "s3cret" not in repr(cc)

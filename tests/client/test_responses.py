@@ -158,3 +158,44 @@ def test_errors_pickle_round_trip():
     assert (type(back), back.error, back.hint, str(back)) == (type(err), "invalid_grant", "h", str(err))
     cfg = pickle.loads(pickle.dumps(E.SalesforceConfigError("bad", field="login", hint="x")))
     assert cfg.field == "login" and cfg.hint == "x"
+
+
+@pytest.mark.timeout(20)  # the old backtracking regexes took about an hour on this page
+def test_excerpt_of_a_hostile_4_mib_page_is_bounded_and_correct():
+    page = b"<html><head><title>Service Unavailable</title></head><body>Down for maintenance " + (
+        b"<script>" * (4 * 1024 * 1024 // 8)
+    )
+    text = safe_excerpt(page)
+    assert text == "Service Unavailable Down for maintenance"
+    err = E.SalesforceOAuthError  # the whole error path reads the same page
+    from sf_oauth_provider.client.responses import error_for
+
+    made = error_for(Reply(503, "text/html", page), "token request")
+    assert isinstance(made, err) and made.transient
+    assert "Service Unavailable Down for maintenance" in str(made) and len(str(made)) < 1000
+
+
+def test_excerpt_drops_scripts_styles_and_unclosed_tags():
+    page = ("<HTML><Title>Maintenance</Title><STYLE>p{}</STYLE><script type='x'>var a = '<b>';</script>"
+            "<p>Back <b>soon</b></p><img src='x' onerror='alert(1)'")
+    assert safe_excerpt(page) == "Maintenance Back soon"
+
+
+def test_errors_name_their_connection_once():
+    err = E.SalesforceUnavailableError("Salesforce is down", hint="wait")
+    assert err.for_connection("sf_prod") is err and err.for_connection("other") is err
+    assert str(err) == "Connection 'sf_prod': Salesforce is down — wait"
+    import pickle
+
+    again = pickle.loads(pickle.dumps(err))
+    assert str(again) == str(err) and again.conn_id == "sf_prod"
+
+
+def test_one_retry_predicate():
+    expired = E.SalesforceSessionExpired("expired")
+    assert E.retry_may_help(expired)  # a later try, with a new token, may pass
+    assert not E.retry_may_help(expired, same_request=True)  # the same bearer token never will
+    assert E.retry_may_help(E.SalesforceConnectionError("reset"), same_request=True)
+    assert not E.retry_may_help(E.SalesforceHostError("typo"))
+    assert not E.retry_may_help(E.SalesforceConfigError("bad"))
+    assert not E.retry_may_help(ValueError("not ours"))

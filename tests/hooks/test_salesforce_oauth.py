@@ -399,3 +399,61 @@ def test_wrong_audience_is_not_handed_another_connections_cached_token(emulator,
     assert info.value.error == "invalid_grant" and "audience" in str(info.value)
     assert hook().get_token().access_token == good.access_token  # the good one still hits the cache
     assert emulator.org.count("token", grant="jwt_bearer") == 2
+
+
+# ---- introspect takes a token object; query_iter pages lazily; the token stays on its origin ----
+def test_introspect_accepts_a_token_object(emulator, sf_connections):
+    h = hook()
+    tok = h.get_token()
+    by_object, by_string = h.introspect(tok), h.introspect(tok.access_token)
+    assert by_object == by_string and by_object.active and by_object.username == emulator.org.demo.jwt_username
+
+
+async def test_aintrospect_accepts_a_token_object(emulator, sf_connections):
+    h = hook()
+    tok = await h.aget_token()
+    info = await h.aintrospect(tok)
+    assert info.active and info.username == emulator.org.demo.jwt_username
+
+
+def test_query_iter_reads_one_page_at_a_time(emulator, sf_connections):
+    emulator.org.settings.page_size = 7
+    h = hook()
+    rows = h.query_iter("SELECT Id, Name FROM Account")
+    first = [next(rows) for _ in range(7)]
+    assert emulator.org.count("query") == 1  # the second page is not asked before it is needed
+    rest = list(rows)
+    assert len(first) + len(rest) > 7
+    assert [r["Id"] for r in first + rest] == [r["Id"] for r in h.query("SELECT Id, Name FROM Account")]
+
+
+def test_query_iter_refreshes_an_expired_session_once(emulator, sf_connections):
+    emulator.org.settings.page_size = 7
+    h = hook()
+    rows = h.query_iter("SELECT Id FROM Account")
+    next(rows)
+    emulator.org.revoke_token(h.get_token().access_token)  # the session dies mid-query
+    assert len(list(rows)) > 6  # the next page came with a new token
+    assert emulator.org.count("token") == 2
+
+
+def _plain_http_token():
+    from sf_oauth_provider.client.token import SalesforceToken
+
+    return SalesforceToken(access_token="00Dxx0000000001!AQplainhttp", instance_url="http://acme.my.salesforce.com",
+                           id_url=None, issued_at=0, expires_at=4e9)
+
+
+def test_plain_http_instance_url_is_refused(emulator, sf_connections, monkeypatch):
+    import socket
+
+    h = hook()
+    monkeypatch.setattr(h, "get_token", lambda *a, **k: _plain_http_token())  # a cache or server that lies
+    resolved: list[str] = []
+    monkeypatch.setattr(socket, "getaddrinfo", lambda host, *a, **k: resolved.append(host) or [])
+    with pytest.raises(E.SalesforceProtocolError) as info:
+        h.query("SELECT Id FROM Account")
+    assert "'salesforce_oauth_default'" in str(info.value) and "not https" in str(info.value)
+    with pytest.raises(E.SalesforceProtocolError):
+        h.get_conn()
+    assert resolved == []  # nothing was even looked up, let alone sent

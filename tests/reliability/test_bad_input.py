@@ -96,23 +96,34 @@ GOOD = {"access_token": "00Dxx0000000001!AQfake", "instance_url": "https://acme.
 # (id, endpoint, status, headers, body, expected class, word the message must contain)
 REPLIES = [
     ("token-200-empty", "token", 200, {}, b"", E.SalesforceUnavailableError, "HTTP 200"),
-    ("token-200-html", "token", 200, {"content-type": "text/html"}, b"<html><title>Login</title></html>", E.SalesforceUnavailableError, "HTML"),
+    # a 200 page, a 404 or garbage on the token host is not Salesforce: permanent, names the host
+    ("token-200-html", "token", 200, {"content-type": "text/html"}, b"<html><title>Login</title></html>", E.SalesforceHostError, "HTML"),
     ("token-200-no-access-token", "token", 200, {}, json.dumps({"instance_url": "x"}).encode(), E.SalesforceUnavailableError, "access_token"),
     ("token-200-array", "token", 200, {}, b"[]", E.SalesforceUnavailableError, "access_token"),
     ("token-200-bad-issued-at", "token", 200, {}, json.dumps({**GOOD, "issued_at": "soon"}).encode(), E.SalesforceUnavailableError, "issued_at"),
     ("token-200-bad-signature", "token", 200, {}, json.dumps({**GOOD, "issued_at": "1715712000000", "signature": "AAAA"}).encode(), E.SalesforceAuthError, "signature"),
-    ("token-200-invalid-utf8", "token", 200, {}, b"\xff\xfe\x00garbage", E.SalesforceUnavailableError, "HTTP 200"),
+    ("token-200-invalid-utf8", "token", 200, {}, b"\xff\xfe\x00garbage", E.SalesforceHostError, "HTTP 200"),
     ("token-400-json", "token", 400, {}, json.dumps({"error": "invalid_grant", "error_description": "audience is invalid"}).encode(), E.SalesforceAuthError, "audience is invalid"),
     ("token-400-text", "token", 400, {"content-type": "text/plain"}, b"Bad Request", E.SalesforceUnavailableError, "HTTP 400"),
     ("token-400-error-not-string", "token", 400, {}, json.dumps({"error": 5}).encode(), E.SalesforceUnavailableError, "HTTP 400"),
     ("token-302-redirect", "token", 302, {"location": "https://example.invalid/"}, b"", E.SalesforceUnavailableError, "HTTP 302"),
-    ("token-404-html", "token", 404, {"content-type": "text/html"}, b"<html>Not Found</html>", E.SalesforceUnavailableError, "HTTP 404"),
+    ("token-404-html", "token", 404, {"content-type": "text/html"}, b"<html>Not Found</html>", E.SalesforceHostError, "no OAuth token endpoint at https://acme.my.salesforce.com/services/oauth2/token"),
+    ("introspect-404-text", "introspect", 404, {}, b"Not Found", E.SalesforceHostError, "no OAuth introspect endpoint"),
+    ("userinfo-200-html", "userinfo", 200, {"content-type": "text/html"}, b"<html>hi</html>", E.SalesforceHostError, "not a Salesforce answer"),
     ("token-429", "token", 429, {}, b"slow down", E.SalesforceRateLimitError, "429"),
     ("token-500-json", "token", 500, {}, json.dumps({"error": "server_error", "error_description": "boom"}).encode(), E.SalesforceUnavailableError, "boom"),
     ("token-503-html", "token", 503, {"content-type": "text/html"}, b"<html><title>Maintenance</title></html>", E.SalesforceUnavailableError, "Maintenance"),
     ("token-oversized", "token", 200, {}, b"{" + b" " * (5 * 1024 * 1024), E.SalesforceUnavailableError, "oversized"),
     ("introspect-401", "introspect", 401, {}, json.dumps({"error": "invalid_client", "error_description": "invalid client credentials"}).encode(), E.SalesforceAuthError, "invalid client"),
     ("introspect-active-string", "introspect", 200, {}, json.dumps({"active": "true"}).encode(), E.SalesforceUnavailableError, "active"),
+    # out-of-range numbers are the package's error, never OverflowError/ValueError
+    ("introspect-exp-1e400", "introspect", 200, {}, b'{"active": true, "exp": 1e400}', E.SalesforceUnavailableError, "'exp'"),
+    ("introspect-exp-1e20", "introspect", 200, {}, b'{"active": true, "exp": 1e20}', E.SalesforceUnavailableError, "'exp'"),
+    ("introspect-exp-nan", "introspect", 200, {}, b'{"active": true, "exp": NaN}', E.SalesforceUnavailableError, "'exp'"),
+    ("introspect-exp-negative", "introspect", 200, {}, b'{"active": true, "exp": -1}', E.SalesforceUnavailableError, "'exp'"),
+    ("introspect-iat-huge-string", "introspect", 200, {}, b'{"active": true, "iat": "' + b"9" * 400 + b'"}', E.SalesforceUnavailableError, "'iat'"),
+    ("token-200-issued-at-huge", "token", 200, {}, json.dumps({**GOOD, "issued_at": "9" * 400}).encode(), E.SalesforceUnavailableError, "issued_at"),
+    ("token-200-issued-at-inf", "token", 200, {}, json.dumps({**GOOD})[:-1].encode() + b', "issued_at": 1e400}', E.SalesforceUnavailableError, "issued_at"),
     ("userinfo-403-bad-token", "userinfo", 403, {"content-type": "text/plain"}, b"Bad_OAuth_Token", E.SalesforceSessionExpired, "Bad_OAuth_Token"),
     ("userinfo-200-list", "userinfo", 200, {}, b"[1]", E.SalesforceUnavailableError, "userinfo"),
     ("revoke-400-unsupported", "revoke", 400, {}, json.dumps({"error": "unsupported_token_type", "error_description": "x"}).encode(), E.SalesforceRequestError, "unsupported_token_type"),
@@ -151,6 +162,7 @@ def test_malformed_reply(endpoint, status, headers, body, cls, word):
     assert type(info.value) is cls, repr(info.value)
     assert word in str(info.value)
     assert "AQfake" not in str(info.value)
+    assert str(info.value).startswith("Connection 'sf_case': ")  # every client error names its connection
 
 
 def test_catalogue_is_large_enough():
