@@ -62,7 +62,13 @@ class ReportFolder:
         elif "://" in text:
             from airflow.sdk import ObjectStoragePath
 
-            self.remote = ObjectStoragePath(text)
+            try:
+                self.remote = ObjectStoragePath(text)
+            except ValueError:  # "Unsupported filesystem: …"
+                raise ReportLocationError(
+                    f"{what} {text!r}: Airflow has no object storage for {parts.scheme!r}; install the provider "
+                    "that serves it (e.g. apache-airflow-providers-amazon for s3://) or use a local folder"
+                ) from None
         else:
             self.local = Path(text).expanduser()
 
@@ -109,8 +115,15 @@ class ReportFolder:
         if self.local is not None:
             with self._opened_dir():
                 pass
-        else:
+            return
+        try:
             self.remote.mkdir(parents=True, exist_ok=True)
+        except ValueError:  # Airflow's "No filesystem registered for scheme …"
+            raise ReportLocationError(
+                f"{self.what} {str(self.remote)!r}: Airflow has no object storage for {self.remote.protocol!r}; "
+                "install the provider that serves it (e.g. apache-airflow-providers-amazon for s3://, "
+                "-google for gs://) or use a local folder"
+            ) from None
 
     def write_text(self, name: str, text: str) -> str:
         """Write ``name`` (replacing an older file atomically); returns its location.
