@@ -75,6 +75,16 @@ class ReportFolder:
     def __str__(self) -> str:
         return str(self.local) if self.local is not None else str(self.remote)
 
+    def child(self, name: str) -> ReportFolder:
+        """The sub-folder ``name`` (same checks and file mode).
+
+        :param name: a plain folder name
+        """
+        if "/" in name or name in ("", ".", ".."):
+            raise ValueError(f"not a plain folder name: {name!r}")
+        return ReportFolder(self.local / name if self.local is not None else self.remote / name, self.what,
+                            self.file_mode)
+
     def location_of(self, name: str) -> str:
         """The path (local) or URI (object storage) of the file ``name`` in this folder."""
         return str(self.local / name) if self.local is not None else str(self.remote / name)
