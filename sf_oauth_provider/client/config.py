@@ -43,6 +43,7 @@ _KNOWN_EXTRAS = {
     "session_timeout",
     "token_cache",
     "timeout",
+    "jwt_certificate",
 }
 
 
@@ -77,6 +78,8 @@ class OAuthConfig:
     session_timeout: float = 7200.0
     token_cache: str = "file"
     timeout: float = 30.0
+    #: the connected app's certificate (PEM text or a file path), for expiry and key-match checks
+    jwt_certificate: str | None = field(default=None, repr=False, compare=False)
     #: hash of every credential (consumer secret, public key, refresh token): part of the cache key
     credential_digest: str = field(default="", repr=False)
 
@@ -221,6 +224,7 @@ class OAuthConfig:
             session_timeout=number("session_timeout", 7200.0, 60, 86400 * 7),
             token_cache=token_cache,
             timeout=number("timeout", 30.0, 0.1, 600),
+            jwt_certificate=text("jwt_certificate"),
             credential_digest=_credential_digest(consumer_secret, private_key, refresh_token),
         )
 
