@@ -17,8 +17,6 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, Iterable, Sequence, TypeVar
 
-from sf_oauth_provider.masking import mask_secrets
-
 if TYPE_CHECKING:
     import logging
 
@@ -59,6 +57,17 @@ INVENTORY_SOQL = (
     "FROM OauthToken"
 )
 FINGERPRINT_RE = re.compile(r"^sha256:[0-9a-f]{12}$")
+
+
+def mask_secrets(values: Iterable[str | None]) -> None:
+    """:func:`sf_oauth_provider.masking.mask_secrets`, imported on first use: the operator
+    modules import this module when a DAG file is parsed, the masking module pulls in the client.
+
+    :param values: secrets to register with Airflow's secrets masker
+    """
+    from sf_oauth_provider.masking import mask_secrets as mask
+
+    mask(values)
 
 
 # ---- parsing template values -----------------------------------------------------------------
