@@ -192,7 +192,7 @@ def run_operator(tokens: list[str], report_dir: str, max_concurrency: int | None
     started = time.perf_counter()
     result = op.execute({})  # type: ignore[arg-type]  # the operator needs nothing from the context
     elapsed = time.perf_counter() - started
-    return elapsed, {"counts": result["counts"], "failed": len(result["failed"]), "max_concurrency": op.max_concurrency}
+    return elapsed, {"counts": result["counts"], "failed": result["counts"]["failed"], "max_concurrency": op.max_concurrency}
 
 
 def run_core(tokens: list[str], concurrency: int) -> tuple[float, int]:

@@ -1,4 +1,4 @@
-"""Nightly batch report: yesterday's closed-won Opportunities as CSV and a Markdown summary.
+"""Nightly batch report: the run's closed-won Opportunities as CSV and a Markdown summary.
 
 ``wait_for_token`` (deferrable ``SalesforceTokenSensor``) makes sure the connection's token is
 alive with time to spare, without holding a worker slot while Salesforce is down;
@@ -7,16 +7,21 @@ the host's shared cache) and writes the files; ``revoke_current_token`` optional
 token at the end (DAG param ``revoke_current``, default false), so a nightly job leaves no live
 session behind.
 
+**Which days:** the DAG run's data interval (UTC dates, end exclusive), so reruns and backfills
+fetch their own days. A run whose interval has no width — Airflow 3's ``@daily`` runs, a manual
+trigger, ``airflow dags test nightly_batch_report 2026-11-25`` — reports the day before its
+logical date (here 2026-11-24). Files are named by that window: ``closed_won_2026-11-24.csv``.
+
 Runs unchanged against a real org: point the connection ``salesforce_oauth_default`` at it.
-Output folder: DAG param ``output_dir``, else ``$SF_OAUTH_DEMO_OUTPUT``, else
-``$AIRFLOW_HOME/sf_oauth_demo_output``. XCom holds only file paths and counts.
+Output: DAG param ``output_dir`` (a folder or an object storage URI such as
+``s3://aws_default@bucket/reports``), else ``$SF_OAUTH_DEMO_OUTPUT``, else
+``$AIRFLOW_HOME/sf_oauth_demo_output``. XCom holds only file locations, the window and counts.
 """
 
 from __future__ import annotations
 
 import os
-from datetime import datetime, timedelta, timezone
-from pathlib import Path
+from datetime import date, datetime, time, timedelta, timezone
 from typing import Any
 
 from airflow.sdk import DAG, Param, task
@@ -24,19 +29,16 @@ from airflow.sdk import DAG, Param, task
 from sf_oauth_provider.operators.revoke import SalesforceRevokeTokenOperator
 from sf_oauth_provider.sensors.token import SalesforceTokenSensor
 
-__all__ = ["CLOSED_WON_YESTERDAY_SOQL", "dag", "output_folder"]
+__all__ = ["closed_won_soql", "dag", "output_location", "report_window"]
 
 CONN_ID = "salesforce_oauth_default"
-CLOSED_WON_YESTERDAY_SOQL = (
-    "SELECT Id, Name, Amount, CloseDate, Account.Name FROM Opportunity "
-    "WHERE StageName = 'Closed Won' AND CloseDate = YESTERDAY"
-)
 # How often the triggerer re-checks the token while Salesforce is unavailable.
 POKE_INTERVAL = float(os.environ.get("SF_OAUTH_DEMO_POKE_INTERVAL", "60"))
+TOP_DEALS = 5
 
 
-def output_folder(param: str | None, name: str) -> Path:
-    """The folder this DAG writes into (created if missing).
+def output_location(param: str | None, name: str) -> str:
+    """The folder or object storage URI this DAG writes into.
 
     :param param: the DAG param ``output_dir`` (empty: use the environment)
     :param name: sub-folder for this DAG
@@ -44,20 +46,53 @@ def output_folder(param: str | None, name: str) -> Path:
     base = param or os.environ.get("SF_OAUTH_DEMO_OUTPUT")
     if not base:
         base = os.path.join(os.environ.get("AIRFLOW_HOME") or os.path.expanduser("~/airflow"), "sf_oauth_demo_output")
-    folder = Path(base).expanduser() / name
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder
+    if "://" in base:
+        return base.rstrip("/") + "/" + name
+    return os.path.join(os.path.expanduser(base), name)
+
+
+def report_window(
+    start: datetime | None, end: datetime | None, logical_date: datetime | None, now: datetime | None = None
+) -> tuple[date, date]:
+    """The days to report, ``(first, end)`` with ``end`` exclusive (UTC dates).
+
+    :param start: the run's data interval start
+    :param end: the run's data interval end
+    :param logical_date: the run's logical date (``None`` for a run triggered without one)
+    :param now: fallback for a run with neither (default: the wall clock)
+    """
+    if start is not None and end is not None and end > start:
+        first = start.astimezone(timezone.utc).date()
+        end_utc = end.astimezone(timezone.utc)
+        last = end_utc.date() if end_utc.time() == time(0) else end_utc.date() + timedelta(days=1)
+        return first, last
+    anchor = (logical_date or end or now or datetime.now(timezone.utc)).astimezone(timezone.utc).date()
+    return anchor - timedelta(days=1), anchor
+
+
+def closed_won_soql(first: date, end: date) -> str:
+    """The query for closed-won deals with ``first <= CloseDate < end``."""
+    return (
+        "SELECT Id, Name, Amount, CloseDate, Account.Name FROM Opportunity "
+        f"WHERE StageName = 'Closed Won' AND CloseDate >= {first.isoformat()} AND CloseDate < {end.isoformat()}"
+    )
+
+
+def _window_label(first: date, end: date) -> str:
+    last = end - timedelta(days=1)
+    return first.isoformat() if first == last else f"{first.isoformat()}_to_{last.isoformat()}"
 
 
 with DAG(
     dag_id="nightly_batch_report",
-    description="Yesterday's closed-won Opportunities from Salesforce as CSV + Markdown",
+    description="Closed-won Opportunities of the run's days from Salesforce as CSV + Markdown",
     schedule="@daily",
     start_date=datetime(2025, 1, 1),
     catchup=False,
     default_args={"retries": 2, "retry_delay": timedelta(minutes=5)},
     params={
-        "output_dir": Param(None, type=["null", "string"], description="Folder for the report files"),
+        "output_dir": Param(None, type=["null", "string"], description="Folder or object storage URI for the files"),
+        "currency": Param("USD", type="string", description="The org's corporate currency (Setup → Company Information)"),
         "revoke_current": Param(
             False, type="boolean", description="Revoke the connection's current token at the end"
         ),
@@ -74,17 +109,32 @@ with DAG(
     )
 
     @task
-    def closed_won_report(params: dict[str, Any] | None = None) -> dict[str, Any]:
-        """Query yesterday's closed-won deals; write CSV + Markdown; return paths and counts.
+    def closed_won_report(
+        params: dict[str, Any] | None = None,
+        data_interval_start: datetime | None = None,
+        data_interval_end: datetime | None = None,
+        logical_date: datetime | None = None,
+    ) -> dict[str, Any]:
+        """Query the window's closed-won deals; write CSV + Markdown; return locations and counts.
 
         :param params: the DAG params (injected by Airflow)
+        :param data_interval_start: injected by Airflow
+        :param data_interval_end: injected by Airflow
+        :param logical_date: injected by Airflow
         """
-        import csv
-
         from sf_oauth_provider.hooks.salesforce_oauth import SalesforceOAuthHook
+        from sf_oauth_provider.reporting import ReportFolder, csv_text, md_cell
 
         params = params or {}
-        records = SalesforceOAuthHook(salesforce_oauth_conn_id=CONN_ID).query(CLOSED_WON_YESTERDAY_SOQL)
+        currency = str(params.get("currency") or "USD")
+        first, end = report_window(data_interval_start, data_interval_end, logical_date)
+        soql = closed_won_soql(first, end)
+        hook = SalesforceOAuthHook(salesforce_oauth_conn_id=CONN_ID)
+        try:
+            token = hook.get_token()
+            records = hook.query(soql)
+        finally:
+            hook.close()
         rows = [
             {
                 "Id": r.get("Id"),
@@ -95,35 +145,46 @@ with DAG(
             }
             for r in records
         ]
-        day = max((r["CloseDate"] for r in rows if r["CloseDate"]), default=None) or (
-            datetime.now(timezone.utc).date() - timedelta(days=1)
-        ).isoformat()
-        folder = output_folder(params.get("output_dir"), "nightly_batch_report")
-        csv_path = folder / f"closed_won_{day}.csv"
-        md_path = folder / f"closed_won_{day}.md"
-        with csv_path.open("w", newline="", encoding="utf-8") as fh:
-            writer = csv.DictWriter(fh, fieldnames=["Id", "Name", "Amount", "CloseDate", "AccountName"])
-            writer.writeheader()
-            writer.writerows(rows)
+        label = _window_label(first, end)
+        folder = ReportFolder(output_location(params.get("output_dir"), "nightly_batch_report"), "output_dir")
+        # names and accounts come from Salesforce: csv_text neutralises formula-like cells
+        csv_location = folder.write_text(
+            f"closed_won_{label}.csv", csv_text(rows, ["Id", "Name", "Amount", "CloseDate", "AccountName"])
+        )
         total = sum(float(r["Amount"] or 0) for r in rows)
-        top = sorted(rows, key=lambda r: float(r["Amount"] or 0), reverse=True)[:5]
+        top = sorted(rows, key=lambda r: float(r["Amount"] or 0), reverse=True)[:TOP_DEALS]
+        last = end - timedelta(days=1)
+        window = first.isoformat() if first == last else f"{first.isoformat()} to {last.isoformat()}"
+        generated = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        from tabulate import tabulate
+
+        table = tabulate(
+            [[md_cell(r["Name"]), md_cell(r["AccountName"] or ""), f"{float(r['Amount'] or 0):,.2f}"] for r in top],
+            headers=["Opportunity", "Account", f"Amount ({md_cell(currency)})"], tablefmt="github",
+            disable_numparse=True, colalign=("left", "left", "right"),
+        )
         lines = [
-            f"# Closed-won opportunities, {day}",
+            f"# Closed-won opportunities, {window}",
             "",
+            f"- Org: {md_cell(token.org_id)} ({md_cell(token.instance_url)})",
+            f"- Window: CloseDate {window} (UTC days)",
+            f"- Generated: {generated}",
+            f"- Currency: {md_cell(currency)}",
             f"- Deals: {len(rows)}",
-            f"- Total amount: {total:,.2f}",
+            f"- Total amount: {md_cell(currency)} {total:,.2f}",
             "",
-            "## Top deals",
+            f"## Top {len(top)} of {len(rows)} deals",
             "",
-            "| Opportunity | Account | Amount |",
-            "|---|---|---:|",
-            *(f"| {r['Name']} | {r['AccountName'] or ''} | {float(r['Amount'] or 0):,.2f} |" for r in top),
+            table if top else "No deals in this window.",
             "",
         ]
-        md_path.write_text("\n".join(lines), encoding="utf-8")
+        summary_location = folder.write_text(f"closed_won_{label}.md", "\n".join(lines))
         return {
-            "csv_path": str(csv_path),
-            "summary_path": str(md_path),
+            "csv_path": csv_location,
+            "summary_path": summary_location,
+            "window": {"start": first.isoformat(), "end": end.isoformat()},
+            "soql": soql,
+            "currency": currency,
             "opportunities": len(rows),
             "total_amount": total,
         }

@@ -250,16 +250,20 @@ def latest_run(db_path: Path, dag_id: str) -> tuple[str | None, dict[str, Any]]:
     return state, xcoms
 
 
-def run_dag(dag_id: str, env: dict[str, str], conf: dict[str, Any] | None = None, timeout: float = 300.0) -> DemoRun:
-    """``airflow dags test <dag_id> -c <conf>``; state and XComs read back from the DB.
+def run_dag(
+    dag_id: str, env: dict[str, str], conf: dict[str, Any] | None = None, timeout: float = 300.0,
+    logical_date: str | None = None,
+) -> DemoRun:
+    """``airflow dags test <dag_id> [<logical_date>] -c <conf>``; state and XComs read back from the DB.
 
     :param dag_id: the DAG
     :param env: from :func:`airflow_env`
     :param conf: run params
     :param timeout: seconds
+    :param logical_date: e.g. ``2026-11-25`` (default: now)
     """
     conf = conf or {}
-    args = ["dags", "test", dag_id]
+    args = ["dags", "test", dag_id] + ([logical_date] if logical_date else [])
     if conf:
         args += ["-c", json.dumps(conf)]
     started = time.monotonic()
@@ -293,7 +297,9 @@ def _summary_lines(run: DemoRun) -> Iterator[str]:
     if run.dag_id == "nightly_batch_report":
         rep = _as_dict(x.get("closed_won_report"))
         if rep:
-            yield f"       opportunities: {rep.get('opportunities')}, total amount {rep.get('total_amount', 0):,.2f}"
+            window = _as_dict(rep.get("window"))
+            yield (f"       CloseDate {window.get('start')} up to {window.get('end')}: {rep.get('opportunities')} "
+                   f"opportunities, total {rep.get('currency', '')} {rep.get('total_amount', 0):,.2f}")
             yield f"       CSV:     {rep.get('csv_path')}"
             yield f"       summary: {rep.get('summary_path')}"
         yield f"       revoke current token: {_fmt_revocations(x.get('revoke_current_token'))}"
@@ -301,17 +307,20 @@ def _summary_lines(run: DemoRun) -> Iterator[str]:
         audit = _as_dict(x.get("audit_tokens"))
         if audit:
             counts = _as_dict(audit.get("counts"))
-            findings = audit.get("findings")
-            n_findings = len(findings) if isinstance(findings, (list, dict)) else findings
-            yield f"       findings: {n_findings}, stale tokens: {len(audit.get('stale_token_fingerprints') or [])}"
-            if counts:
-                yield "       counts: " + ", ".join(f"{k}={v}" for k, v in counts.items() if not isinstance(v, dict))
-                kinds = _as_dict(counts.get("by_kind"))
-                if kinds:
-                    yield "       findings by kind: " + ", ".join(f"{k}={v}" for k, v in kinds.items())
-            files = audit.get("report_files") or []
-            for path in files.values() if isinstance(files, dict) else files:
-                yield f"       report: {path}"
+            yield (f"       findings: {counts.get('findings')} ({counts.get('new_findings')} new), stale tokens: "
+                   f"{len(audit.get('stale_token_fingerprints') or [])}")
+            severities = _as_dict(counts.get("by_severity"))
+            if severities:
+                yield "       by severity: " + ", ".join(f"{k}={v}" for k, v in severities.items())
+            kinds = _as_dict(counts.get("by_kind"))
+            if kinds:
+                yield "       findings by kind: " + ", ".join(f"{k}={v}" for k, v in kinds.items())
+            files = _as_dict(audit.get("report_files"))
+            for fmt, path in files.items():
+                if fmt != "html":
+                    yield f"       report: {path}"
+            if files.get("html"):
+                yield f"       Audit report (open in a browser): {files['html']}"
         yield f"       revoke stale tokens: {_fmt_revocations(x.get('revoke_stale_tokens'))}"
     elif run.dag_id == "emergency_revocation":
         yield f"       by fingerprint: {_fmt_revocations(x.get('revoke_by_fingerprint'))}"
@@ -371,6 +380,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"Token requests the emulator saw: {sum(grants.values())} ({', '.join(f'{k}={v}' for k, v in grants.items()) or 'none'})")
     print("Requests by endpoint: " + ", ".join(f"{k}={v}" for k, v in sorted(endpoints.items())))
     print(f"Reports under: {output_dir}")
+    html = _as_dict(_as_dict(next((r.xcoms for r in runs if r.dag_id == "token_audit"), {})).get("audit_tokens"))
+    html_path = _as_dict(html.get("report_files")).get("html")
+    if html_path:
+        print(f"Audit report (open in a browser): {html_path}")
     failed = [r.dag_id for r in runs if not r.ok]
     if failed:
         print(f"FAILED: {', '.join(failed)}")

@@ -53,6 +53,12 @@ CONN_FIELDS: dict[str, dict[str, Any]] = {
         {"type": _STR, "format": "password"},
         sensitive=True,
     ),
+    "jwt_certificate": _field(
+        "Connected app certificate",
+        "The certificate uploaded to the connected app (PEM text or a file path): the audit and the sensor "
+        "warn before it expires and check that it matches the private key.",
+        {"type": _STR, "format": "multiline"},
+    ),
     "audience": _field(
         "JWT audience",
         "JWT 'aud'. Default: https://test.salesforce.com for test.salesforce.com and sandbox My Domains, "

@@ -50,6 +50,7 @@ KNOWN_EXTRAS = (
     "cache",
     "timeout",
     "ca_bundle",
+    "jwt_certificate",
 )
 #: old name -> new name; the old names work for one release (Airflow's masker hid their values)
 RENAMED_EXTRAS = {"token_cache": "cache", "private_key_path": "jwt_key_file"}
@@ -94,6 +95,8 @@ class OAuthConfig:
     timeout: float = 30.0
     #: PEM CA bundle for TLS verification (None: the system/certifi store)
     ca_bundle: str | None = None
+    #: the connected app's certificate (PEM text or a file path), for expiry and key-match checks
+    jwt_certificate: str | None = field(default=None, repr=False, compare=False)
     #: hash of every credential (consumer secret, public key, refresh token): part of the cache key
     credential_digest: str = field(default="", repr=False)
 
@@ -239,6 +242,7 @@ class OAuthConfig:
             cache=cache,
             timeout=number("timeout", 30.0, 0.1, 600),
             ca_bundle=ca_bundle,
+            jwt_certificate=text("jwt_certificate"),
             credential_digest=_credential_digest(consumer_secret, private_key, refresh_token),
         )
 

@@ -15,9 +15,7 @@ import math
 import re
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any, Awaitable, Callable, Sequence, TypeVar
-
-from sf_oauth_provider.masking import mask_secrets
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Iterable, Sequence, TypeVar
 
 if TYPE_CHECKING:
     import logging
@@ -32,18 +30,22 @@ __all__ = [
     "FINGERPRINT_RE",
     "InventoryRow",
     "Progress",
+    "RenderedFieldsMixin",
     "as_bool",
-    "as_float",
     "as_int",
+    "as_number",
+    "as_optional_list",
     "is_unset",
     "bounded_map",
     "fail_if_permanent",
+    "is_template",
     "mask_secrets",
     "parse_fingerprints",
     "parse_list",
     "parse_sf_datetime",
     "push_return_value",
     "query_inventory",
+    "redact_secrets",
 ]
 
 T = TypeVar("T")
@@ -56,6 +58,17 @@ INVENTORY_SOQL = (
     "FROM OauthToken"
 )
 FINGERPRINT_RE = re.compile(r"^sha256:[0-9a-f]{12}$")
+
+
+def mask_secrets(values: Iterable[str | None]) -> None:
+    """:func:`sf_oauth_provider.masking.mask_secrets`, imported on first use: the operator
+    modules import this module when a DAG file is parsed, the masking module pulls in the client.
+
+    :param values: secrets to register with Airflow's secrets masker
+    """
+    from sf_oauth_provider.masking import mask_secrets as mask
+
+    mask(values)
 
 
 # ---- parsing template values -----------------------------------------------------------------
@@ -148,31 +161,65 @@ def is_unset(value: Any) -> bool:
     return value is None or (isinstance(value, str) and not value.strip())
 
 
-def as_int(value: Any, what: str, minimum: int | None = None) -> int:
-    """A whole number from a (possibly rendered) template value, at least ``minimum``."""
-    if isinstance(value, bool) or not isinstance(value, (int, str)):
-        raise ValueError(f"{what!r} must be a whole number, got {value!r}")
+def as_number(value: Any, what: str, *, minimum: float | None = None, above: float | None = None) -> float:
+    """A number from a (possibly rendered) template value, e.g. ``"90"`` → ``90.0``.
+
+    :param value: the value (a number or a string holding one)
+    :param what: the parameter name, for the error message
+    :param minimum: smallest allowed value
+    :param above: the value must be more than this
+    """
+    number: float | None = None
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        number = float(value)
+    elif isinstance(value, str) and value.strip():
+        try:
+            number = float(value.strip())
+        except ValueError:
+            number = None
+    if number is None or math.isnan(number) or math.isinf(number):
+        raise ValueError(f"{what!r} must be a number, got {value!r}")
+    if minimum is not None and number < minimum:
+        raise ValueError(f"{what!r} must be {minimum:g} or more, got {value!r}")
+    if above is not None and number <= above:
+        raise ValueError(f"{what!r} must be more than {above:g}, got {value!r}")
+    return number
+
+
+def as_int(value: Any, what: str, *, minimum: int | None = None) -> int:
+    """A whole number from a (possibly rendered) template value, e.g. ``"16"`` → ``16``.
+
+    :param value: the value
+    :param what: the parameter name, for the error message
+    :param minimum: smallest allowed value
+    """
     try:
-        number = int(value.strip()) if isinstance(value, str) else value
+        number = as_number(value, what)
     except ValueError:
         raise ValueError(f"{what!r} must be a whole number, got {value!r}") from None
+    if number != int(number):
+        raise ValueError(f"{what!r} must be a whole number, got {value!r}")
     if minimum is not None and number < minimum:
-        raise ValueError(f"{what!r} must be {minimum} or more, got {number}")
-    return number
+        raise ValueError(f"{what!r} must be {minimum} or more, got {value!r}")
+    return int(number)
 
 
-def as_float(value: Any, what: str, minimum: float | None = None) -> float:
-    """A finite number from a (possibly rendered) template value, at least ``minimum``."""
-    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-        raise ValueError(f"{what!r} must be a number, got {value!r}")
-    try:
-        number = float(value)
-    except ValueError:
-        raise ValueError(f"{what!r} must be a number, got {value!r}") from None
-    if not math.isfinite(number) or (minimum is not None and number < minimum):
-        floor = "" if minimum is None else f" of at least {minimum:g}"
-        raise ValueError(f"{what!r} must be a finite number{floor}, got {value!r}")
-    return number
+def as_optional_list(value: Any, what: str) -> list[str] | None:
+    """``None`` (the parameter is not set), or a list of strings as :func:`parse_list` reads it.
+
+    A rendered ``"None"`` or an empty string also mean "not set".
+
+    :param value: the value
+    :param what: the parameter name, for the error message
+    """
+    if value is None or (isinstance(value, str) and value.strip() in ("", "None", "null")):
+        return None
+    return parse_list(value, what)
+
+
+def is_template(value: Any) -> bool:
+    """Whether ``value`` is a Jinja template that Airflow renders before ``execute()``."""
+    return isinstance(value, str) and ("{{" in value or "{%" in value)
 
 
 def parse_sf_datetime(value: Any) -> datetime | None:
@@ -189,6 +236,56 @@ def parse_sf_datetime(value: Any) -> datetime | None:
     except ValueError:
         return None
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+
+
+# ---- text from Salesforce ---------------------------------------------------------------------
+#: Strings that look like credentials whatever we know about them: a Salesforce access token
+#: (``00D…!…``), a JWT, or a long run of base64/hex characters holding letters and digits.
+_TOKEN_LIKE = re.compile(
+    r"00D[A-Za-z0-9]{12,15}![A-Za-z0-9._~+/=-]+"
+    r"|eyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*"
+    r"|(?<![A-Za-z0-9+/=_-])(?=[A-Za-z0-9+/=_-]*[0-9])(?=[A-Za-z0-9+/=_-]*[A-Za-z])[A-Za-z0-9+/=_-]{32,}"
+)
+#: Messages are cut to this many characters before they go into reports.
+MAX_MESSAGE_CHARS = 2000
+
+
+def redact_secrets(text: str, secrets: Iterable[str | None] = ()) -> str:
+    """``text`` (e.g. an error message quoting Salesforce) with known secrets and anything that
+    looks like a token replaced by ``***`` — before it reaches a report or XCom.
+
+    A server may echo what it was sent (the consumer secret, an assertion) in its
+    ``error_description``; the secrets masker only protects logs.
+
+    :param text: the message
+    :param secrets: the secrets known to the caller (consumer secret, tokens, DeleteTokens, ...)
+    """
+    from sf_oauth_provider.client.masking import secret_forms
+
+    out = str(text)[:MAX_MESSAGE_CHARS]
+    forms = {form for secret in secrets for form in secret_forms(secret) if len(form) >= 5}
+    for form in sorted(forms, key=len, reverse=True):
+        out = out.replace(form, "***")
+    return _TOKEN_LIKE.sub("***", out)
+
+
+class RenderedFieldsMixin:
+    """Calls :meth:`after_render` as soon as Airflow has rendered the operator's template fields.
+
+    Both rendering paths go through ``_do_render_template_fields`` (``render_template_fields``
+    and the one mapped tasks use), so raw tokens can be masked there, before Airflow stores or
+    shows the rendered values. Put it before ``BaseOperator`` in the bases.
+    """
+
+    def _do_render_template_fields(
+        self, parent: Any, template_fields: Iterable[str], context: Context, jinja_env: Any, seen_oids: set[int]
+    ) -> None:
+        super()._do_render_template_fields(parent, template_fields, context, jinja_env, seen_oids)  # type: ignore[misc]
+        if parent is self:
+            self.after_render()
+
+    def after_render(self) -> None:
+        """Runs after the template fields are rendered (e.g. to mask raw tokens)."""
 
 
 # ---- the OauthToken inventory ----------------------------------------------------------------

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 from airflow.sdk import BaseOperator
 
+from sf_oauth_provider.operators._common import RenderedFieldsMixin
+
 if TYPE_CHECKING:
-    import jinja2
     from airflow.sdk import Context
 
     from sf_oauth_provider.client.errors import SalesforceOAuthError
@@ -48,7 +49,7 @@ class _Target:
     raw: bool = False
 
 
-class SalesforceRevokeTokenOperator(BaseOperator):
+class SalesforceRevokeTokenOperator(RenderedFieldsMixin, BaseOperator):
     """Revoke Salesforce OAuth tokens: raw tokens, OauthToken rows by fingerprint, or the
     connection's own cached token.
 
@@ -76,9 +77,10 @@ class SalesforceRevokeTokenOperator(BaseOperator):
     pushed before the task fails, so a failed run's XCom says what was done.
 
     Raw ``tokens`` are a template field, and rendered template fields are stored in the metadata
-    DB and shown in the UI. They are registered with the secrets masker right after rendering
-    (``render_template_fields`` is overridden), so the values Airflow stores and logs are
-    redacted; Airflow also hides any field whose name contains ``token`` by name. Pass raw tokens
+    DB and shown in the UI. They are registered with the secrets masker right after rendering (both
+    rendering paths, mapped tasks included, go through :class:`RenderedFieldsMixin`), so the
+    values Airflow stores and logs are redacted;
+    Airflow also hides any field whose name contains ``token`` by name. Pass raw tokens
     through a template (``{{ var.value.leaked_token }}``, a secrets backend) or an upstream XCom —
     a literal string in DAG code ends up in the serialized DAG.
 
@@ -151,20 +153,9 @@ class SalesforceRevokeTokenOperator(BaseOperator):
             )
 
     # ---- masking -------------------------------------------------------------------------------
-    def render_template_fields(self, context: Context, jinja_env: jinja2.Environment | None = None) -> None:
-        """Render, then mask the raw tokens before Airflow stores the rendered fields."""
-        super().render_template_fields(context, jinja_env)
+    def after_render(self) -> None:
+        """Mask the raw tokens right after rendering, before Airflow stores the rendered fields."""
         self._mask_tokens()
-
-    def _do_render_template_fields(
-        self, parent: Any, template_fields: Iterable[str], context: Context, jinja_env: jinja2.Environment,
-        seen_oids: set[int],
-    ) -> None:
-        """The rendering step mapped tasks call directly (bypassing :meth:`render_template_fields`):
-        mask there too."""
-        super()._do_render_template_fields(parent, template_fields, context, jinja_env, seen_oids)
-        if parent is self:
-            self._mask_tokens()
 
     def _mask_tokens(self) -> list[str]:
         from sf_oauth_provider.operators._common import mask_secrets, parse_list
@@ -178,16 +169,18 @@ class SalesforceRevokeTokenOperator(BaseOperator):
 
     def _settings(self) -> _Settings:
         """The rendered parameters, converted (``ValueError`` naming the parameter)."""
-        from sf_oauth_provider.operators._common import as_bool, as_float, as_int, is_unset
+        from sf_oauth_provider.operators._common import as_bool, as_int, as_number, is_unset
 
         return _Settings(
             dry_run=as_bool(self.dry_run, "dry_run"),
             revoke_current=as_bool(self.revoke_current, "revoke_current"),
             fail_on_not_found=as_bool(self.fail_on_not_found, "fail_on_not_found"),
-            max_revocations=as_int(self.max_revocations, "max_revocations", 0),
-            max_concurrency=as_int(self.max_concurrency, "max_concurrency", 1),
-            retry_attempts=None if is_unset(self.retry_attempts) else as_int(self.retry_attempts, "retry_attempts", 1),
-            retry_backoff=None if is_unset(self.retry_backoff) else as_float(self.retry_backoff, "retry_backoff", 0),
+            max_revocations=as_int(self.max_revocations, "max_revocations", minimum=0),
+            max_concurrency=as_int(self.max_concurrency, "max_concurrency", minimum=1),
+            retry_attempts=None if is_unset(self.retry_attempts)
+            else as_int(self.retry_attempts, "retry_attempts", minimum=1),
+            retry_backoff=None if is_unset(self.retry_backoff)
+            else as_number(self.retry_backoff, "retry_backoff", minimum=0),
         )
 
     # ---- execution -----------------------------------------------------------------------------

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import json
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -38,11 +39,11 @@ def run(
 ):
     """``run(dag_id, conf)`` → :class:`DemoRun`, outputs under ``tmp_path / "out"``."""
 
-    def go(dag_id: str, conf: dict[str, Any] | None = None) -> DemoRun:
+    def go(dag_id: str, conf: dict[str, Any] | None = None, logical_date: str | None = None) -> DemoRun:
         env = airflow_env(examples_home, DAGS_FOLDER, emulator_connections, tmp_path / "cache", tmp_path / "out")
         # DEBUG for everything (the package, httpx, httpcore, Airflow): the leak scans read it all
         env["AIRFLOW__LOGGING__LOGGING_LEVEL"] = "DEBUG"
-        result = run_dag(dag_id, env, conf, timeout=200)
+        result = run_dag(dag_id, env, conf, timeout=200, logical_date=logical_date)
         assert result.ok, f"{dag_id} ended {result.state} (exit {result.returncode}):\n{result.output[-4000:]}"
         return result
 
@@ -80,7 +81,7 @@ def test_nightly_batch_report(run, emulator: RunningEmulator, tmp_path: Path) ->
     result = run("nightly_batch_report")
 
     report = result.xcoms["closed_won_report"]
-    assert set(report) == {"csv_path", "summary_path", "opportunities", "total_amount"}
+    assert set(report) == {"csv_path", "summary_path", "window", "soql", "currency", "opportunities", "total_amount"}
     expected = {o["Id"]: o for o in emulator.org.opportunities if o["Id"] in emulator.org.seed_facts["closed_won_yesterday_ids"]}
     with open(report["csv_path"], newline="", encoding="utf-8") as fh:
         rows = list(csv.DictReader(fh))
@@ -91,7 +92,9 @@ def test_nightly_batch_report(run, emulator: RunningEmulator, tmp_path: Path) ->
     total = sum(o["Amount"] for o in expected.values())
     assert report["total_amount"] == pytest.approx(total)
     summary = Path(report["summary_path"]).read_text(encoding="utf-8")
-    assert f"Deals: {len(expected)}" in summary and f"{total:,.2f}" in summary
+    assert f"Deals: {len(expected)}" in summary and f"USD {total:,.2f}" in summary
+    assert f"Org: {emulator.org.org_id}" in summary and "Generated: " in summary and "Currency: USD" in summary
+    assert f"## Top {min(5, len(expected))} of {len(expected)} deals" in summary
     assert Path(report["csv_path"]).parent == tmp_path / "out" / "nightly_batch_report"
 
     sensor = result.xcoms["wait_for_token"]
@@ -103,7 +106,32 @@ def test_nightly_batch_report(run, emulator: RunningEmulator, tmp_path: Path) ->
     _assert_no_secrets(result.output + json.dumps(result.xcoms), emulator, tmp_path / "cache")
 
 
-def test_token_audit_dry_run_revokes_nothing(run, emulator: RunningEmulator) -> None:
+def test_nightly_batch_report_for_a_past_logical_date(run, emulator: RunningEmulator, tmp_path: Path) -> None:
+    """``airflow dags test nightly_batch_report <date>`` (a zero-width interval) reports the day
+    before that date — not yesterday by the wall clock — and names the files by it."""
+    org = emulator.org
+    won = [o for o in org.opportunities if o["StageName"] == "Closed Won"]
+    yesterday = min(o["CloseDate"] for o in won if o["Id"] in org.seed_facts["closed_won_yesterday_ids"])
+    day = next(o["CloseDate"] for o in won if o["CloseDate"] < yesterday)
+    expected = {o["Id"] for o in won if o["CloseDate"] == day}
+    hostile = next(o for o in won if o["CloseDate"] == day)
+    hostile["Name"] = '=HYPERLINK("https://evil.example","open") | <img src=x onerror=alert(1)>'
+
+    result = run("nightly_batch_report", logical_date=(day + timedelta(days=1)).isoformat())
+
+    report = result.xcoms["closed_won_report"]
+    assert report["window"] == {"start": day.isoformat(), "end": (day + timedelta(days=1)).isoformat()}
+    assert f"CloseDate >= {day.isoformat()} AND CloseDate < {(day + timedelta(days=1)).isoformat()}" in report["soql"]
+    assert Path(report["csv_path"]).name == f"closed_won_{day.isoformat()}.csv"
+    with open(report["csv_path"], newline="", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    assert {r["Id"] for r in rows} == expected and report["opportunities"] == len(expected)
+    assert "'" + hostile["Name"] in {r["Name"] for r in rows}  # a formula cell is neutralised
+    summary = Path(report["summary_path"]).read_text(encoding="utf-8")
+    assert f"Window: CloseDate {day.isoformat()}" in summary and "<img" not in summary
+
+
+def test_token_audit_dry_run_revokes_nothing(run, emulator: RunningEmulator, tmp_path: Path) -> None:
     rows_before = len(emulator.org.oauth_token_rows())
     result = run("token_audit", {"revoke_stale": True})  # dry_run defaults to true
 
@@ -119,6 +147,15 @@ def test_token_audit_dry_run_revokes_nothing(run, emulator: RunningEmulator) -> 
     assert len(emulator.org.oauth_token_rows()) == rows_before
     reports = "".join(Path(p).read_text(encoding="utf-8") for p in audit["report_files"].values())
     _assert_no_secrets(result.output + json.dumps(result.xcoms) + reports, emulator)
+    # the notifier (no external service) wrote its summary beside the report
+    folder = Path(audit["report_files"]["html"]).parent
+    assert folder == tmp_path / "out" / "token_audit"
+    note = (folder / "audit-summary.txt").read_text(encoding="utf-8")
+    assert f"{audit['counts']['findings']} findings ({audit['counts']['new_findings']} new" in note
+    assert audit["counts"]["new_findings"] == audit["counts"]["findings"] > 0  # first run here
+
+    again = run("token_audit")  # same place: compared with the first run
+    assert again.xcoms["audit_tokens"]["counts"]["new_findings"] == 0
 
 
 def test_emergency_revocation(run, emulator: RunningEmulator) -> None:

@@ -66,8 +66,22 @@ def _fps(tokens) -> set[str]:
     return {fingerprint(t) for t in tokens}
 
 
-def _kind(result: dict, kind: str) -> set[str]:
-    return {f["fingerprint"] for f in result["findings"] if f["kind"] == kind}
+def report_of(result: dict) -> dict:
+    """The audit.json the run wrote."""
+    return json.loads(Path(result["report_files"]["json"]).read_text(encoding="utf-8"))
+
+
+def by_kind(report: dict) -> dict[str, list[dict]]:
+    """Every reason of every finding row, by kind (rows combine the kinds of one token)."""
+    out: dict[str, list[dict]] = {}
+    for row in report["findings"]:
+        for reason in row["reasons"]:
+            out.setdefault(reason["kind"], []).append({**row, **reason})
+    return out
+
+
+def _kind(report: dict, kind: str) -> set[str]:
+    return {f["fingerprint"] for f in by_kind(report).get(kind, [])}
 
 
 def test_audit_of_seeded_org_finds_exactly_the_seeded_facts(sf_connections, emulator, tmp_path, caplog, capfd):
@@ -79,37 +93,53 @@ def test_audit_of_seeded_org_finds_exactly_the_seeded_facts(sf_connections, emul
         result = op.execute(ctx)
 
     inactive = set(facts["inactive_user_delete_tokens"])
-    assert _kind(result, "stale") == _fps(facts["stale_delete_tokens"])
+    report = report_of(result)
+    assert _kind(report, "stale") == _fps(facts["stale_delete_tokens"])
     assert set(result["stale_token_fingerprints"]) == _fps(facts["stale_delete_tokens"])
-    assert _kind(result, "inactive_user") == _fps(inactive)
-    assert _kind(result, "never_used") == _fps(facts["never_used_delete_tokens"])
+    assert _kind(report, "inactive_user") == _fps(inactive)
+    assert _kind(report, "never_used") == _fps(facts["never_used_delete_tokens"])
     # Salesforce answers {"active": false} for an inactive user's token, so its scope is unknown;
     # those tokens are flagged inactive_user instead.
-    assert _kind(result, "broad_scope") == _fps(set(facts["full_scope_delete_tokens"]) - inactive)
+    assert _kind(report, "broad_scope") == _fps(set(facts["full_scope_delete_tokens"]) - inactive)
     assert _fps(set(facts["full_scope_delete_tokens"]) - inactive)  # the check is not vacuous
-    limits = [f for f in result["findings"] if f["kind"] == "approval_limit"]
+    limits = by_kind(report)["approval_limit"]
     assert [(f["user"], f["app"]) for f in limits] == [
         (lim["username"], lim["app"]) for lim in facts["approval_limit"]
     ]
-    assert not _kind(result, "inactive_token")  # every active user's row introspects as active
+    assert not _kind(report, "inactive_token")  # every active user's row introspects as active
     assert result["counts"]["inventory"] == facts["oauth_token_count"]
     assert result["counts"]["introspected"] == facts["oauth_token_count"]
-    assert result["failed"] == []
-    assert set(f["kind"] for f in result["findings"]) <= set(FINDING_KINDS)
+    assert result["counts"]["failed"] == 0 and report["failed"] == []
+    assert set(by_kind(report)) <= set(FINDING_KINDS)
+    # severities: an offboarded user's token is high, a stale one medium, a never-used one low
+    severity = {row["fingerprint"]: row["severity"] for row in report["findings"]}
+    assert {severity[fingerprint(t)] for t in inactive} == {"high"}
+    assert {severity[fingerprint(t)] for t in facts["full_scope_delete_tokens"]} == {"high"}
+    only_stale = _fps(facts["stale_delete_tokens"]) - _fps(inactive) - _fps(facts["full_scope_delete_tokens"])
+    assert only_stale and {severity[fp] for fp in only_stale} == {"medium"}
+    assert [row["severity"] for row in report["findings"]] == sorted(
+        (row["severity"] for row in report["findings"]), key=["critical", "high", "medium", "low", "info"].index
+    )
+    # one row per token: a stale, never-used token of an inactive user is one finding with three kinds
+    assert len({row["id"] for row in report["findings"]}) == len(report["findings"])
+    assert max(len(row["kinds"]) for row in report["findings"]) >= 3
 
     files = result["report_files"]
-    assert {Path(p).name for p in files.values()} == {"audit.json", "audit.csv", "audit.md"}
-    report = json.loads(Path(files["json"]).read_text())
-    assert report["counts"] == result["counts"]
+    assert {Path(p).name for p in files.values()} == {
+        "audit.json", "audit.csv", "audit-tokens.csv", "audit.md", "audit.html"
+    }
+    assert report["summary"] == result["counts"] and report["schema_version"] == 2
+    assert report["org_id"] == org.org_id and report["instance_url"] == emulator.base_url
     assert len(report["tokens"]) == facts["oauth_token_count"]
     with open(files["csv"], newline="") as fh:
         rows = list(csv.DictReader(fh))
-    assert len(rows) == sum(
-        max(1, sum(1 for f in result["findings"] if f["fingerprint"] == t["fingerprint"]))
-        for t in report["tokens"]
-    ) + len(limits)
+    assert len(rows) == len(report["findings"]) == result["counts"]["findings"]  # clean tokens are not in it
+    with open(files["tokens_csv"], newline="") as fh:
+        assert len(list(csv.DictReader(fh))) == facts["oauth_token_count"]
+    apps = {a["app"]: a for a in report["apps"]}
+    assert apps["Salesforce Mobile"]["users"] >= 1 and sum(a["tokens"] for a in apps.values()) == 50
     md = Path(files["md"]).read_text()
-    assert "## Findings by kind" in md and "| stale |" in md and "## By app" in md and "Legacy ETL" in md
+    assert "## Findings by kind" in md and "| stale " in md and "## By app" in md and "Legacy ETL" in md
 
     # no secret anywhere: reports, XCom/return value, logs
     logs = output(caplog, capfd)
@@ -144,26 +174,24 @@ def test_policy_options_and_connection_checks(sf_connections, set_connection, em
         report_dir=str(tmp_path),
     )
     result = op.execute(context())
-    by_kind: dict[str, list[dict]] = {}
-    for f in result["findings"]:
-        by_kind.setdefault(f["kind"], []).append(f)
+    kinds = by_kind(report_of(result))
 
-    assert {f["fingerprint"] for f in by_kind["inactive_token"]} == {fingerprint(dead_token)}
-    assert {f["fingerprint"] for f in by_kind["scope_not_allowed"]} == {fingerprint(extra_token)}
-    assert "'web'" in by_kind["scope_not_allowed"][0]["detail"]
-    assert fingerprint(extra_token) in {f["fingerprint"] for f in by_kind["app_not_allowed"]}
-    assert [f["detail"] for f in by_kind["weak_key"]] == [
+    assert {f["fingerprint"] for f in kinds["inactive_token"]} == {fingerprint(dead_token)}
+    assert {f["fingerprint"] for f in kinds["scope_not_allowed"]} == {fingerprint(extra_token)}
+    assert "'web'" in kinds["scope_not_allowed"][0]["detail"]
+    assert fingerprint(extra_token) in {f["fingerprint"] for f in kinds["app_not_allowed"]}
+    assert [f["detail"] for f in kinds["weak_key"]] == [
         "connection 'sf_weak': RSA key of 1024 bits; use 2048 bits or more"
     ]
-    failed_auth = " ".join(f["detail"] for f in by_kind["auth_failed"])
+    failed_auth = " ".join(f["detail"] for f in kinds["auth_failed"])
     assert "sf_weak" in failed_auth or "invalid assertion" in failed_auth
     assert "invalid client credentials" in failed_auth and "sf_missing" in failed_auth
-    assert len(by_kind["auth_failed"]) == 3
+    assert len(kinds["auth_failed"]) == 3
     # session timeout 2 h < 3 h: the working connections' tokens and the extra token are expiring
-    assert fingerprint(extra_token) in {f["fingerprint"] for f in by_kind["expiring"]}
+    assert fingerprint(extra_token) in {f["fingerprint"] for f in kinds["expiring"]}
     assert result["counts"]["connections"] == 6 and result["counts"]["raw_tokens"] == 2
-    assert not any(f["detail"].startswith("connection 'salesforce_oauth_refresh'") for f in by_kind["auth_failed"])
-    assert "broad_scope" not in by_kind  # allowed_scopes replaces the default 'full' rule
+    assert not any(f["detail"].startswith("connection 'salesforce_oauth_refresh'") for f in kinds["auth_failed"])
+    assert "broad_scope" not in kinds  # allowed_scopes replaces the default 'full' rule
     texts = read_all(result["report_files"].values()) + [json.dumps(result)]
     assert_no_secret(texts, all_secrets(org) + ["wrong-secret-0000"])
 
@@ -171,7 +199,7 @@ def test_policy_options_and_connection_checks(sf_connections, set_connection, em
     again = SalesforceTokenAuditOperator(
         task_id="audit", conn_ids=["salesforce_oauth_refresh"], inventory=False, report_dir=str(tmp_path / "2")
     ).execute(context())
-    assert again["findings"] == [] and again["failed"] == []
+    assert again["counts"]["findings"] == 0 and again["counts"]["failed"] == 0
 
 
 def test_fail_on_findings_fails_after_the_report_is_written(sf_connections, emulator, tmp_path):
@@ -200,7 +228,8 @@ def test_transient_introspection_failures_are_listed_and_the_report_still_writte
         task_id="audit", max_concurrency=1, retry_attempts=3, retry_backoff=0.01, report_dir=str(tmp_path)
     )
     result = op.execute(context())
-    assert len(result["failed"]) == 1 and result["failed"][0]["transient"] is True
+    failed = report_of(result)["failed"]
+    assert len(failed) == 1 and failed[0]["transient"] is True
     assert result["counts"]["introspection_failed"] == 1
     assert result["counts"]["introspected"] == org.seed_facts["oauth_token_count"] - 1
     assert "Checks that failed" in (tmp_path / "audit.md").read_text()
@@ -245,7 +274,7 @@ def test_five_thousand_token_audit_with_progress(sf_connections, emulator, tmp_p
     with caplog.at_level(logging.INFO):
         result = op.execute(context())
     assert result["counts"]["raw_tokens"] == 5000
-    assert result["counts"]["introspected"] == 5000 and result["failed"] == []
+    assert result["counts"]["introspected"] == 5000 and result["counts"]["failed"] == 0
     assert emulator.org.count("introspect") >= 5000
     progress = re.findall(r"introspected ([\d,]+)/5,000 tokens", output(caplog, capfd))
     assert progress[:2] == ["500", "1,000"] and progress[-1] == "5,000" and len(progress) == 10
@@ -268,3 +297,19 @@ def test_rendered_tokens_are_masked_before_airflow_stores_them(sf_connections, e
     assert op.tokens == secret
     assert secret not in json.dumps(_serialize_rendered_fields(op))
     assert redact(f"token={secret}!") == "token=***!"
+
+
+def test_xcom_holds_counts_locations_and_fingerprints_only(sf_connections, emulator, tmp_path):
+    result = SalesforceTokenAuditOperator(task_id="audit", report_dir=str(tmp_path)).execute(context())
+    pushed = json.dumps(result)
+    users = [u.username for u in emulator.org.users.values()]
+    apps = [a.name for a in emulator.org.apps.values()]
+    assert not [name for name in users + apps if name in pushed]  # no personal data, no attacker text
+    assert set(result) == {
+        "schema_version", "counts", "report_files", "finding_fingerprints", "new_finding_fingerprints",
+        "fingerprints_by_kind", "stale_token_fingerprints",
+    }
+    assert set(result["fingerprints_by_kind"]["inactive_user"]) == _fps(
+        emulator.org.seed_facts["inactive_user_delete_tokens"]
+    )
+    assert len(pushed) < 6000, len(pushed)  # was 12.7 KB for the 50 seeded tokens
