@@ -17,6 +17,7 @@ venv: $(STAMP)
 
 test: $(STAMP)
 	command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq --no-install-recommends chromium)
+	command -v redis-server >/dev/null || (apt-get update -qq && apt-get install -y -qq --no-install-recommends redis-server)
 	$(PY) -m pytest -q -p no:cacheprovider tests
 
 demo: $(STAMP)
