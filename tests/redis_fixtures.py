@@ -95,6 +95,9 @@ def redis_server() -> Iterator[RedisServer]:
 @pytest.fixture
 def redis_url(redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     """The session server, empty and writable, as ``SF_OAUTH_REDIS_URL`` for this test."""
+    from sf_oauth_provider.client.stores import redis as redis_store
+
+    redis_store._DOWN_UNTIL.clear()  # a new process: no back-off from an earlier test's outage
     client = redis_server.client()
     client.config_set("maxmemory", "0")
     client.config_set("maxmemory-policy", "noeviction")

@@ -51,6 +51,9 @@ REDIS_URL_ENV = "SF_OAUTH_REDIS_URL"
 #: every key this store writes starts with this
 KEY_PREFIX = "sf_oauth:v1:"
 _FORMAT = 1
+#: Redis URL -> monotonic time until which it is left alone (every store of this process on that
+#: Redis: a stalled server costs one socket timeout per period, not one per hook)
+_DOWN_UNTIL: dict[str, float] = {}
 _log = logging.getLogger("sf_oauth_provider.client.cache")
 
 
@@ -127,7 +130,6 @@ class RedisStore:
         self._refresh_ttl = refresh_ttl
         self._material = _key_material(config)
         self._fernets: dict[str, Fernet] = {}
-        self._down_until = 0.0
         self._guard = threading.Lock()
         self._client: Any = None
         # redis.asyncio clients belong to the loop that made them (asyncio.run() makes a new one)
@@ -175,10 +177,10 @@ class RedisStore:
         return max(int(ttl), 1)
 
     def _usable(self) -> bool:
-        return time.monotonic() >= self._down_until
+        return time.monotonic() >= _DOWN_UNTIL.get(self.url, 0.0)
 
     def _failed(self, exc: BaseException, doing: str) -> None:
-        self._down_until = time.monotonic() + self._retry_after
+        _DOWN_UNTIL[self.url] = time.monotonic() + self._retry_after
         # one warning per process for this Redis, whatever goes wrong later
         warn_once(self._log, ("redis", self._shown_url),
                   "Token cache: Redis at %s failed while %s (%s); using this host's cache and fetching "
