@@ -27,7 +27,6 @@ import logging
 import os
 import threading
 import time
-import weakref
 from typing import TYPE_CHECKING, Any, AsyncIterator, Iterator
 from urllib.parse import urlsplit, urlunsplit
 
@@ -40,8 +39,6 @@ from sf_oauth_provider.client.stores.safefs import warn_once
 from sf_oauth_provider.client.token import SalesforceToken
 
 if TYPE_CHECKING:
-    import asyncio
-
     from sf_oauth_provider.client.config import OAuthConfig
 
 __all__ = ["RedisStore", "REDIS_URL_ENV", "KEY_PREFIX", "redis_available", "redacted_url", "shared_layers_for"]
@@ -132,8 +129,6 @@ class RedisStore:
         self._fernets: dict[str, Fernet] = {}
         self._guard = threading.Lock()
         self._client: Any = None
-        # redis.asyncio clients belong to the loop that made them (asyncio.run() makes a new one)
-        self._aclients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = weakref.WeakKeyDictionary()
         self._pid = os.getpid()
 
     def __repr__(self) -> str:
@@ -206,19 +201,27 @@ class RedisStore:
                     )
         return self._client
 
-    def _async(self) -> Any:
-        import asyncio
+    @contextlib.asynccontextmanager
+    async def _async(self) -> AsyncIterator[Any]:
+        """A redis.asyncio client for one operation, closed after it.
 
+        Its connections belong to the running loop, and callers often run each call in a loop
+        of its own (``asyncio.run``); a client kept across loops would be closed on a dead one.
+        One connect per operation is cheap beside a token request, and the memory layer serves
+        the hot path.
+        """
         import redis.asyncio
 
-        loop = asyncio.get_running_loop()
-        client = self._aclients.get(loop)
-        if client is None:
-            client = self._aclients[loop] = redis.asyncio.Redis.from_url(
-                self.url, socket_connect_timeout=self._connect_timeout,
-                socket_timeout=self._op_timeout, retry_on_timeout=False, retry=None,
-            )
-        return client
+        client = redis.asyncio.Redis.from_url(
+            self.url, socket_connect_timeout=self._connect_timeout,
+            socket_timeout=self._op_timeout, retry_on_timeout=False, retry=None,
+        )
+        try:
+            yield client
+        finally:
+            closing = getattr(client, "aclose", None) or client.close  # aclose: redis-py >= 5.0.1
+            with contextlib.suppress(*self._errors()):
+                await closing()
 
     # ---- the store interface -----------------------------------------------------------------
     def get(self, key: str) -> SalesforceToken | None:
@@ -289,7 +292,8 @@ class RedisStore:
         if not self._usable():
             return None
         try:
-            raw = await self._async().get(self._name(key))
+            async with self._async() as client:
+                raw = await client.get(self._name(key))
         except self._errors() as exc:
             self._failed(exc, "reading a token")
             return None
@@ -299,7 +303,8 @@ class RedisStore:
         if not self._usable():
             return
         try:
-            await self._async().set(self._name(key), self._encode(key, token), ex=self._ttl(token))
+            async with self._async() as client:
+                await client.set(self._name(key), self._encode(key, token), ex=self._ttl(token))
         except self._errors() as exc:
             self._failed(exc, "writing a token")
 
@@ -311,7 +316,8 @@ class RedisStore:
             await self.aput(key, kept)
             return
         try:
-            await self._async().delete(self._name(key))
+            async with self._async() as client:
+                await client.delete(self._name(key))
         except self._errors() as exc:
             self._failed(exc, "removing a token")
 
@@ -320,25 +326,26 @@ class RedisStore:
         if not self._usable():
             yield False
             return
-        lock = None
-        try:
-            lock = self._async().lock(self._name(key) + ":lock", timeout=self.lock_expiry, sleep=0.05,
-                                      blocking_timeout=timeout, thread_local=False)
-            held = bool(await lock.acquire())
-        except self._errors() as exc:
-            self._failed(exc, "taking the refresh lock")
-            held = False
-        try:
-            yield held
-        finally:
-            if held:
-                try:
-                    await lock.release()
-                except self._errors() as exc:
-                    self._release_failed(exc)
+        async with self._async() as client:  # the lock's client lives until it is released
+            lock = None
+            try:
+                lock = client.lock(self._name(key) + ":lock", timeout=self.lock_expiry, sleep=0.05,
+                                   blocking_timeout=timeout, thread_local=False)
+                held = bool(await lock.acquire())
+            except self._errors() as exc:
+                self._failed(exc, "taking the refresh lock")
+                held = False
+            try:
+                yield held
+            finally:
+                if held:
+                    try:
+                        await lock.release()
+                    except self._errors() as exc:
+                        self._release_failed(exc)
 
     def close(self) -> None:
-        """Close the sync client's connections (async clients close with their loop)."""
+        """Close the sync client's connections (async operations close theirs as they end)."""
         client, self._client = self._client, None
         if client is not None:
             client.close()
