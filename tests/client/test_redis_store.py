@@ -274,3 +274,21 @@ def test_airflow_config_declares_the_redis_url_setting():
     option = conf.configuration_description["sf_oauth"]["options"]["redis_url"]
     assert option["sensitive"] is True and option["default"] is None
     assert conf.get("sf_oauth", "redis_url", fallback=None) is None
+
+
+def test_hook_processes_on_three_hosts_make_one_request(emulator, sf_connections, cache_dir, redis_url):
+    """The Airflow path: tests.helpers.token_procs on three hosts, Redis set through Airflow's config."""
+    env = {k: v for k, v in os.environ.items() if k != "SF_OAUTH_REDIS_URL"}
+    env["AIRFLOW__SF_OAUTH__REDIS_URL"] = redis_url
+    hosts = [subprocess.Popen([sys.executable, "-m", "tests.helpers.token_procs", "together", "4"], cwd=ROOT,
+                              env=dict(env, SF_OAUTH_CACHE_DIR=str(host)), stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for host in _hosts(cache_dir)]
+    fingerprints = []
+    for proc in hosts:
+        out, err = proc.communicate(timeout=150)
+        assert proc.returncode == 0, err[-2000:]
+        result = json.loads(out.strip().splitlines()[-1])
+        assert result["failures"] == []
+        fingerprints += result["fingerprints"]
+    assert len(fingerprints) == 12 and len(set(fingerprints)) == 1
+    assert emulator.org.count("token") == 1
