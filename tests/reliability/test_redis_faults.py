@@ -235,3 +235,24 @@ def test_redis_back_after_an_outage_is_used_again(emulator, emulator_connections
         restarted.stop()
     assert second.access_token == first.access_token
     assert emulator.org.count("token") == 2
+
+
+@pytest.mark.parametrize("url", ["http://127.0.0.1:6379/0", "redis://127.0.0.1:99999/0", "redis://127.0.0.1:6379/0?socket_timeout=abc"])
+def test_a_malformed_redis_url_does_not_fail_a_task(emulator, emulator_connections, tmp_path, url, caplog):
+    config = _config(emulator_connections["salesforce_oauth_cc"])
+    with caplog.at_level(logging.WARNING):
+        token = _host(config, tmp_path, url).get_token()
+    assert token.access_token and emulator.org.count("token") == 1
+    assert len(_redis_warnings(caplog)) == 1
+
+
+def test_a_malformed_redis_url_with_cache_redis_is_a_config_error(emulator_connections, tmp_path):
+    from sf_oauth_provider.client.errors import SalesforceConfigError
+
+    conn = emulator_connections["salesforce_oauth_cc"]
+    config = OAuthConfig.from_connection_fields("sf_redis", host=conn["host"], login=conn["login"],
+                                                password=conn["password"], extra={**conn["extra"], "cache": "redis"})
+    with pytest.raises(SalesforceConfigError) as caught:
+        TokenProvider(config, cache_dir=tmp_path, redis_url="http://:pw-in-url@127.0.0.1:6379/0")
+    assert caught.value.field == "extra.cache" and "redis_url" in (caught.value.hint or "")
+    assert "pw-in-url" not in str(caught.value)

@@ -185,7 +185,8 @@ class RedisStore:
     def _errors(self) -> tuple[type[BaseException], ...]:
         import redis
 
-        return (redis.RedisError, OSError)
+        # ValueError: a URL redis-py cannot parse (e.g. a database that is not a number)
+        return (redis.RedisError, OSError, ValueError)
 
     def _sync(self) -> Any:
         if self._client is None or self._pid != os.getpid():
@@ -376,6 +377,16 @@ def shared_layers_for(config: OAuthConfig, redis_url: str | None, *,
                 hint=f"set Airflow config [sf_oauth] redis_url (env AIRFLOW__SF_OAUTH__REDIS_URL), or "
                 f"{REDIS_URL_ENV} outside Airflow, e.g. redis://127.0.0.1:6379/0; or set 'cache' to 'auto'",
             )
+        return ()
+    scheme = urlsplit(url).scheme.lower()
+    if scheme not in ("redis", "rediss", "unix"):
+        message = (f"Connection {config.conn_id!r}: the Redis URL {redacted_url(url)!r} is not a "
+                   "redis://, rediss:// or unix:// URL")
+        hint = "fix Airflow config [sf_oauth] redis_url (or SF_OAUTH_REDIS_URL), e.g. redis://127.0.0.1:6379/0"
+        if mode == "redis":
+            raise SalesforceConfigError(message, field="extra.cache", hint=hint)
+        warn_once(logger or _log, ("redis bad url", redacted_url(url)),
+                  "Token cache: %s; caching tokens per host only (%s)", message, hint)
         return ()
     if not redis_available():
         if mode == "redis":
