@@ -174,7 +174,7 @@ class SalesforceOAuthHook(BaseHook):
 
     @property
     def cache(self) -> TokenCache:
-        """The token cache layers of the connection (memory, file)."""
+        """The token cache layers of the connection (memory, file, and Redis when configured)."""
         return self.provider.cache
 
     # ---- clients -----------------------------------------------------------------------------
