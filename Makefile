@@ -17,6 +17,7 @@ venv: $(STAMP)
 
 test: $(STAMP)
 	command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq --no-install-recommends chromium)
+	command -v redis-server >/dev/null || (apt-get update -qq && apt-get install -y -qq --no-install-recommends redis-server)
 	$(PY) -m pytest -q -p no:cacheprovider tests
 
 demo: $(STAMP)
@@ -34,7 +35,7 @@ SF_PROVIDER ?= apache-airflow-providers-salesforce
 
 $(BENCH_STAMP): $(STAMP) pyproject.toml
 	test -x $(BENCH_PY) || $(PYTHON) -m venv $(BENCH_VENV)
-	$(VENV)/bin/uv pip install -q --python $(BENCH_PY) "apache-airflow==$(AIRFLOW_VERSION)" "$(SF_PROVIDER)" -e .
+	$(VENV)/bin/uv pip install -q --python $(BENCH_PY) "apache-airflow==$(AIRFLOW_VERSION)" "$(SF_PROVIDER)" -e ".[redis]"
 	touch $(BENCH_STAMP)
 
 bench: $(STAMP) $(BENCH_STAMP)

@@ -80,9 +80,10 @@ CONN_FIELDS: dict[str, dict[str, Any]] = {
     ),
     "cache": _field(
         "Token cache",
-        "auto (default): the widest store configured, today the host's file store; file: shared by every "
-        "task on the host; memory: per process; none: no caching.",
-        {"type": "string", "enum": ["auto", "file", "memory", "none"], "default": "auto"},
+        "auto (default): the widest store configured (Redis when [sf_oauth] redis_url is set, else the host's "
+        "file store); redis: shared by every host (needs [sf_oauth] redis_url); file: shared by every task on "
+        "the host; memory: per process; none: no caching.",
+        {"type": "string", "enum": ["auto", "redis", "file", "memory", "none"], "default": "auto"},
     ),
     "timeout": _field("HTTP timeout (s)", "Timeout of each HTTP request to Salesforce. Default 30.", {"type": _NUM}),
     "ca_bundle": _field(
@@ -107,6 +108,29 @@ UI_FIELD_BEHAVIOUR: dict[str, Any] = {
 }
 
 
+#: Airflow config the provider reads (``airflow config list`` shows it)
+CONFIG: dict[str, Any] = {
+    "sf_oauth": {
+        "description": "Salesforce OAuth provider settings shared by every connection.",
+        "options": {
+            "redis_url": {
+                "description": "Redis shared by every worker host: tokens are cached there (encrypted with a key "
+                "derived from each connection's credentials) so that the whole deployment makes one token "
+                "request per connection per token lifetime. Connections with extra cache 'auto' (the "
+                "default) or 'redis' use it. When Redis is unreachable, tasks still get tokens from the "
+                "host's file cache or Salesforce (one warning per process). Outside Airflow: env "
+                "SF_OAUTH_REDIS_URL.",
+                "version_added": "0.1.0",
+                "type": "string",
+                "example": "redis://:password@redis.internal:6379/0",
+                "default": None,
+                "sensitive": True,
+            }
+        },
+    }
+}
+
+
 def get_provider_info() -> dict[str, Any]:
     return {
         "package-name": "sf-oauth-provider",
@@ -114,6 +138,7 @@ def get_provider_info() -> dict[str, Any]:
         "description": "Salesforce OAuth 2.0 tokens for Airflow: JWT bearer, client credentials and refresh "
         "token flows, a host-wide token cache, a token validity sensor, revocation and audit operators.",
         "versions": [__version__],
+        "config": CONFIG,
         "connection-types": [
             {
                 "hook-class-name": "sf_oauth_provider.hooks.salesforce_oauth.SalesforceOAuthHook",

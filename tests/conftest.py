@@ -20,7 +20,7 @@ if "SF_OAUTH_TEST_AIRFLOW_HOME" not in os.environ:
 os.environ["AIRFLOW_HOME"] = os.environ["SF_OAUTH_TEST_AIRFLOW_HOME"]
 os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
 
-pytest_plugins = ["tests.emulator_fixtures"]
+pytest_plugins = ["tests.emulator_fixtures", "tests.redis_fixtures"]
 
 
 @pytest.fixture

@@ -29,7 +29,7 @@ from sf_oauth_provider.client.token import SalesforceToken
 
 __all__ = ["TokenCache", "default_cache_dir", "CACHE_MODES"]
 
-CACHE_MODES: tuple[str, ...] = ("auto", "file", "memory", "none")
+CACHE_MODES: tuple[str, ...] = ("auto", "redis", "file", "memory", "none")
 
 _KEY_RE = re.compile(r"[A-Za-z0-9_-]{1,128}")
 _log = logging.getLogger(__name__)
@@ -87,7 +87,8 @@ class TokenCache:
             raise ValueError(f"Token cache mode must be one of {', '.join(CACHE_MODES)}; got {mode!r}")
         self._log = logger or _log
         self.lock_timeout = float(lock_timeout)
-        self._mode = "file" if normalized == "auto" else normalized
+        # auto and redis: memory + file, then the shared layers the provider passes (Redis)
+        self._mode = "file" if normalized in ("auto", "redis") else normalized
         self._file: FileStore | None = None
         if self._mode == "file":
             directory = Path(cache_dir) if cache_dir is not None else default_cache_dir()

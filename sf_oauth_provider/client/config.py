@@ -31,8 +31,8 @@ __all__ = [
     "is_loopback_host",
 ]
 
-#: extra 'cache': 'auto' resolves to the widest store configured (today the host's file store)
-CACHE_MODES = ("auto", "file", "memory", "none")
+#: extra 'cache': 'auto' is resolved by the TokenProvider: Redis when a URL is configured, else the file
+CACHE_MODES = ("auto", "redis", "file", "memory", "none")
 LOGIN_AUDIENCE = "https://login.salesforce.com"
 TEST_AUDIENCE = "https://test.salesforce.com"
 DEFAULT_API_VERSION = "63.0"
@@ -90,7 +90,8 @@ class OAuthConfig:
     refresh_token: str | None = field(default=None, repr=False)
     api_version: str = DEFAULT_API_VERSION
     session_timeout: float = 7200.0
-    #: token store: 'file' (every process on the host), 'memory' (this process) or 'none'
+    #: token store: 'auto' (Redis when configured, else file), 'redis' (every host), 'file' (every
+    #: process on the host), 'memory' (this process) or 'none'
     cache: str = "file"
     timeout: float = 30.0
     #: PEM CA bundle for TLS verification (None: the system/certifi store)
@@ -219,8 +220,6 @@ class OAuthConfig:
         cache = (text("cache") or "auto").lower()
         if cache not in CACHE_MODES:
             raise fail(f"extra 'cache' must be one of {', '.join(CACHE_MODES)}, got {extra.get('cache')!r}", "extra.cache")
-        if cache == "auto":
-            cache = "file"  # the widest store this release has: every process on the host
 
         ca_bundle = text("ca_bundle")
         if ca_bundle is not None and not (os.path.isfile(ca_bundle) and os.access(ca_bundle, os.R_OK)):

@@ -58,7 +58,12 @@ class TokenProvider:
     :param client_factory: the sync client to use (default: one owned by this provider)
     :param cache: a prepared :class:`TokenCache` (default: built from the arguments above)
     :param shared_layers: stores wider than the file (a store shared by many hosts), looked up
-        after it, in order; the widest one's lock makes the refresh single-flight
+        after it, in order; the widest one's lock makes the refresh single-flight (default: a
+        :class:`~sf_oauth_provider.client.stores.redis.RedisStore` on ``redis_url`` when
+        ``config.cache`` is ``auto`` or ``redis``)
+    :param redis_url: the deployment's Redis; default ``$SF_OAUTH_REDIS_URL`` (the hook passes
+        Airflow's ``[sf_oauth] redis_url``)
+    :raises SalesforceConfigError: ``config.cache`` is ``redis`` and no Redis URL is configured
     """
 
     def __init__(
@@ -74,7 +79,8 @@ class TokenProvider:
         lock_timeout: float = 120.0,
         client_factory: Callable[[], SalesforceOAuthClient] | None = None,
         cache: TokenCache | None = None,
-        shared_layers: Sequence[TokenStore] = (),
+        shared_layers: Sequence[TokenStore] | None = None,
+        redis_url: str | None = None,
     ) -> None:
         self.config = config
         self.leeway = float(leeway)
@@ -87,6 +93,11 @@ class TokenProvider:
         self._client_factory = client_factory
         self._client: SalesforceOAuthClient | None = None
         self._cache = cache
+        if shared_layers is None:
+            from sf_oauth_provider.client.stores.redis import REDIS_URL_ENV, shared_layers_for
+
+            url = redis_url if redis_url is not None else os.environ.get(REDIS_URL_ENV)
+            shared_layers = shared_layers_for(config, url, logger=self.log)
         self._shared_layers = tuple(shared_layers)
         self._build_guard = threading.Lock()
 

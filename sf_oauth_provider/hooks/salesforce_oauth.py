@@ -142,6 +142,8 @@ class SalesforceOAuthHook(BaseHook):
         return TokenProvider(
             config, leeway=self.leeway, cache_dir=default_cache_dir(), fernet_key=self._fernet_key(),
             retry=self.retry, on_secret=self._unmasked.append, logger=self.log, client_factory=lambda: self.client,
+            # [sf_oauth] redis_url (env AIRFLOW__SF_OAUTH__REDIS_URL); unset: $SF_OAUTH_REDIS_URL
+            redis_url=conf.get("sf_oauth", "redis_url", fallback=None) or None,
         )
 
     @cached_property
@@ -172,7 +174,7 @@ class SalesforceOAuthHook(BaseHook):
 
     @property
     def cache(self) -> TokenCache:
-        """The token cache layers of the connection (memory, file)."""
+        """The token cache layers of the connection (memory, file, and Redis when configured)."""
         return self.provider.cache
 
     # ---- clients -----------------------------------------------------------------------------

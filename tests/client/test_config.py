@@ -31,7 +31,7 @@ def test_jwt_defaults():
     assert cfg.auth_flow == "jwt_bearer"
     assert cfg.audience == LOGIN_AUDIENCE
     assert cfg.token_url == "https://login.salesforce.com/services/oauth2/token"
-    assert cfg.cache == "file" and cfg.session_timeout == 7200 and cfg.timeout == 30
+    assert cfg.cache == "auto" and cfg.session_timeout == 7200 and cfg.timeout == 30
     assert "BEGIN" not in repr(cfg)
 
 
@@ -158,7 +158,7 @@ def test_refresh_flow_needs_token():
 
 @pytest.mark.parametrize(
     ("name", "value"),
-    [("session_timeout", "two hours"), ("timeout", -1), ("cache", "redis"), ("api_version", "latest"),
+    [("session_timeout", "two hours"), ("timeout", -1), ("cache", "disk"), ("api_version", "latest"),
      ("username", 42)],
 )
 def test_bad_extras(name, value):

@@ -85,9 +85,11 @@ def test_new_field_names(tmp_path):
     assert cfg.cache == "memory" and cfg.private_key is not None
 
 
-def test_cache_defaults_to_auto_which_is_the_file_store():
-    assert build().cache == "file"
-    assert build(cache="auto").cache == "file"
+def test_cache_defaults_to_auto_which_the_provider_resolves():
+    # auto stays auto: the TokenProvider picks Redis when a URL is configured, else the file store
+    assert build().cache == "auto"
+    assert build(cache="AUTO").cache == "auto"
+    assert build(cache="redis").cache == "redis"
 
 
 def test_old_field_names_still_work_with_a_deprecation_warning(tmp_path, caplog):
@@ -118,9 +120,9 @@ def test_unknown_extra_without_a_close_name(caplog):
     assert "unknown extra 'colour'" in caplog.text and "did you mean" not in caplog.text
 
 
-def test_cache_redis_is_refused_until_a_store_exists():
+def test_cache_mode_misspelt_is_refused_naming_the_modes():
     err = refused("extra.cache", cache="rediss")
-    assert "auto" in str(err)
+    assert "auto" in str(err) and "redis" in str(err)
 
 
 # ---- cache key ----------------------------------------------------------------------------------
