@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 AIRFLOW_VERSION ?= 3.3.2
 STAMP := $(VENV)/.installed
 
-.PHONY: venv test demo bench clean
+.PHONY: venv test test-compat demo bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -22,8 +22,16 @@ test: $(STAMP)
 demo: $(STAMP)
 	$(PY) -m sf_oauth_provider.demo
 
+# The whole suite on every Airflow 3 release the package admits (README "Supported versions"):
+# one fresh venv per row under .venv-compat/, installed as of the release's day; a summary table
+# at the end; fails if any row fails. COMPAT_ROWS="3.1.8 3.2.2" runs only those rows.
+COMPAT_ROWS ?=
+test-compat: $(STAMP)
+	command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq --no-install-recommends chromium)
+	$(PY) .ci/compat_matrix.py --uv $(VENV)/bin/uv $(if $(COMPAT_ROWS),--only $(COMPAT_ROWS))
+
 clean:
-	rm -rf $(VENV) .demo
+	rm -rf $(VENV) .venv-compat .demo
 
 # Benchmarks (DESIGN §7) side by side with apache-airflow-providers-salesforce, which lives only in
 # its own virtualenv (it pulls pandas, numpy, zeep, lxml): never in runtime or test dependencies.

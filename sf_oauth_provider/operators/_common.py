@@ -243,7 +243,7 @@ def fail_if_permanent(exc: SalesforceOAuthError, what: str) -> None:
     :param what: what was attempted, e.g. ``"Reading the OauthToken inventory"``
     """
     if not exc.transient:
-        from airflow.sdk.exceptions import AirflowFailException
+        from sf_oauth_provider._compat import AirflowFailException
 
         raise AirflowFailException(f"{what} failed: {exc}") from exc
 

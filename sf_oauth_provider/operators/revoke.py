@@ -148,7 +148,7 @@ class SalesforceRevokeTokenOperator(BaseOperator):
 
     # ---- execution -----------------------------------------------------------------------------
     def execute(self, context: Context) -> dict[str, Any]:
-        from airflow.sdk.exceptions import AirflowFailException
+        from sf_oauth_provider._compat import AirflowFailException
 
         from sf_oauth_provider.hooks.salesforce_oauth import SalesforceOAuthHook
         from sf_oauth_provider.client.oauth import RetryPolicy
@@ -178,7 +178,7 @@ class SalesforceRevokeTokenOperator(BaseOperator):
     def _revoke(
         self, context: Context, hook: SalesforceOAuthHook, raw_tokens: list[str], wanted: list[str], dry_run: bool
     ) -> dict[str, Any]:
-        from airflow.sdk.exceptions import AirflowFailException
+        from sf_oauth_provider._compat import AirflowFailException
 
         from sf_oauth_provider.client.errors import SalesforceOAuthError
 
@@ -219,7 +219,7 @@ class SalesforceRevokeTokenOperator(BaseOperator):
         summary = self._finish(context, _summary(items, dry_run=False))
         failures = [i for i in items if i["outcome"] == FAILED]
         if failures:
-            from airflow.sdk.exceptions import AirflowException
+            from sf_oauth_provider._compat import AirflowException
 
             message = (
                 f"{len(failures)} of {len(targets)} revocations failed "

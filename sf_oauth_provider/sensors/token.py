@@ -6,7 +6,9 @@ from datetime import timedelta
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, NoReturn, Sequence
 
-from airflow.sdk import BaseSensorOperator, PokeReturnValue, conf
+from airflow.sdk import BaseSensorOperator, PokeReturnValue
+
+from sf_oauth_provider._compat import conf
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -102,7 +104,7 @@ class SalesforceTokenSensor(BaseSensorOperator):
         return run_flow(token_check_flow(check, self.min_remaining.total_seconds()), perform)
 
     def _fail(self, exc: SalesforceOAuthError) -> NoReturn:
-        from airflow.sdk.exceptions import AirflowFailException
+        from sf_oauth_provider._compat import AirflowFailException
 
         # str(exc) is Salesforce's message plus the hint; the client never puts secrets in it.
         # Airflow logs this exception; the client's internal traceback would only bury the hint.
@@ -148,7 +150,7 @@ class SalesforceTokenSensor(BaseSensorOperator):
     def _execute(self, context: Context) -> Any:
         if not self.deferrable:
             return super().execute(context)
-        from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
+        from sf_oauth_provider._compat import AirflowFailException, AirflowSkipException
 
         try:
             first = self.poke(context)
@@ -180,7 +182,7 @@ class SalesforceTokenSensor(BaseSensorOperator):
         :param context: the task context
         :param event: the trigger's event
         """
-        from airflow.sdk.exceptions import AirflowFailException
+        from sf_oauth_provider._compat import AirflowFailException
 
         if not event or event.get("status") != "success":
             message = (event or {}).get("message") or "the trigger ended without a result"
