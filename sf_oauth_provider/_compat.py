@@ -24,9 +24,9 @@ raises :class:`AirflowVersionError` naming the release it needs, when used, neve
 
 from __future__ import annotations
 
-import importlib.metadata
 from typing import TYPE_CHECKING, Any
 
+import airflow
 from airflow.sdk.log import mask_secret
 
 try:  # 3.1+
@@ -83,8 +83,8 @@ __all__ = [
     "secrets_masker",
 ]
 
-#: the installed Airflow release, e.g. ``"3.1.8"``
-AIRFLOW_VERSION: str = importlib.metadata.version("apache-airflow")
+#: the installed Airflow release, e.g. ``"3.1.8"`` (also right for apache-airflow-core alone)
+AIRFLOW_VERSION: str = airflow.__version__
 
 
 def _release(version: str) -> tuple[int, ...]:

@@ -48,13 +48,17 @@ def airflow_drops_connections_with_a_broken_extra() -> bool:
     return airflow_release() < (3, 1)
 
 
-def redact(value: Any) -> Any:
-    """What Airflow's secrets masker makes of ``value`` before it reaches a log."""
+def redact(value: Any, name: str | None = None) -> Any:
+    """What Airflow's secrets masker makes of ``value`` before it reaches a log.
+
+    :param value: text or a structure of values
+    :param name: the field/key name; sensitive names (``tokens``, ``password``) hide the value
+    """
     try:  # 3.1+: public in the SDK's log module
         from airflow.sdk.log import redact as _redact
     except ImportError:  # 3.0
         from airflow.sdk.execution_time.secrets_masker import redact as _redact
-    return _redact(value)
+    return _redact(value, name)
 
 
 # Where this process's masker lives: 3.1+ moved it to airflow.sdk._shared (the 3.0 home stays as a
@@ -98,14 +102,5 @@ def serialize_rendered_fields(task: Any) -> Any:
         # 3.0's task runner sends them unredacted; the API server redacts each field as it stores
         # it (RenderedTaskInstanceFields._redact: redact(value, field_name)). The e2e leak scan
         # checks what a real 3.0 stack stored.
-        rendered = {name: redact_field(value, name) for name, value in rendered.items()}
+        rendered = {name: redact(value, name) for name, value in rendered.items()}
     return rendered
-
-
-def redact_field(value: Any, name: str) -> Any:
-    """``redact`` with the field name, so sensitive names (``tokens``, ``password``) hide the value."""
-    try:  # 3.1+
-        from airflow.sdk.log import redact as _redact
-    except ImportError:  # 3.0
-        from airflow.sdk.execution_time.secrets_masker import redact as _redact
-    return _redact(value, name)

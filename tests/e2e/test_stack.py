@@ -324,8 +324,9 @@ def _ui_test_buttons(stack: AirflowStack, conn_id: str) -> int:
 
 
 def test_ui_test_button(stack_run: StackRun) -> None:
-    """The row's Test button: with the port stored as null (what the form saves, port hidden) the
-    UI sends ``port: 0`` and the API refuses; with the port stored as 0 the test runs and passes."""
+    """The row's Test button, per release. 3.2+: with the port stored as null (what the form saves,
+    port hidden) the UI sends ``port: 0`` and the API refuses; with the port stored as 0 the test
+    runs and passes. 3.1: the port is not hidden and both pass. 3.0: no Test button on the row."""
     api = stack_run.stack.api
     conn = stack_run.connections["salesforce_oauth_default"]
     for conn_id, port in (("sf_port_null", None), ("sf_port_zero", 0)):
