@@ -8,6 +8,7 @@ and 3.3.2; see the README's "Supported versions")::
     name                      3.0        3.1        3.2+                 fallback here
     BaseHook                  core       sdk        sdk                  airflow.hooks.base
     BaseHook.aget_connection  missing    sdk        sdk                  get_connection in a worker thread
+    broken extra JSON         "not defined" (3.0, 3.1)  passed on        message says so
     conf                      core       core       sdk                  airflow.configuration
     AirflowFailException,     core       core       sdk                  airflow.exceptions
     AirflowSkipException,
@@ -115,20 +116,33 @@ def requires_airflow(minimum: str, feature: str) -> None:
         )
 
 
-if hasattr(_SdkBaseHook, "aget_connection"):
+#: before 3.2, Airflow's secrets backends drop a connection whose extra is not a JSON object
+#: (logging "Encountered non-JSON in `extra` field") and report it as not defined
+_DROPS_BROKEN_EXTRA = _release(AIRFLOW_VERSION) < (3, 2)
+_HAS_AGET_CONNECTION = hasattr(_SdkBaseHook, "aget_connection")  # 3.1+
+
+
+def _not_found_explained(conn_id: str, exc: Exception) -> Exception:
+    from airflow.exceptions import AirflowNotFoundException
+
+    return AirflowNotFoundException(
+        f"{exc}. On Airflow {AIRFLOW_VERSION} this also happens when the connection's extra is not a JSON "
+        f"object (the log says \"Encountered non-JSON in `extra` field\"): fix connection '{conn_id}', "
+        f"field 'extra', or upgrade to Airflow 3.2+, where this provider names what is wrong in it"
+    )
+
+
+if _HAS_AGET_CONNECTION and not _DROPS_BROKEN_EXTRA:  # 3.2+
     BaseHook = _SdkBaseHook
-else:  # 3.0
+else:  # 3.0, 3.1
 
     class BaseHook(_SdkBaseHook):  # type: ignore[no-redef]
-        """Airflow 3.0's ``BaseHook`` plus the ``aget_connection`` of 3.1+."""
+        """``BaseHook`` of 3.0/3.1 plus what 3.2+ offer: ``aget_connection`` (3.0 has none) and a
+        "not defined" that says it may be a broken extra."""
 
         @classmethod
         def get_connection(cls, conn_id: str) -> Connection:
-            """3.0's ``get_connection``, saying what else "not defined" can mean there.
-
-            3.0's secrets backends drop a connection whose extra is not a JSON object (logging
-            "Encountered non-JSON in `extra` field") and then report it as not defined; 3.1+ hand
-            it to the provider, which names the field to fix.
+            """``get_connection``, saying what else "not defined" can mean on this release.
 
             :param conn_id: the connection id
             """
@@ -137,25 +151,29 @@ else:  # 3.0
             try:
                 return super().get_connection(conn_id)
             except AirflowNotFoundException as exc:
-                raise AirflowNotFoundException(
-                    f"{exc}. On Airflow {AIRFLOW_VERSION} this also happens when the connection's extra is "
-                    f"not a JSON object (the log says \"Encountered non-JSON in `extra` field\"): fix connection "
-                    f"'{conn_id}', field 'extra', or upgrade to Airflow 3.1+, where this provider reports the field"
-                ) from exc
+                raise _not_found_explained(conn_id, exc) from exc
 
         @classmethod
         async def aget_connection(cls, conn_id: str) -> Connection:
-            """Get a connection from code on an event loop (what 3.1+ offers natively).
+            """Get a connection from code on an event loop.
 
-            3.0's ``get_connection`` asks the triggerer's supervisor through ``async_to_sync``,
-            which refuses to run on the event loop's own thread; asgiref's ``sync_to_async`` runs
-            it in a worker thread and bridges the request back onto this loop.
+            3.1's own ``aget_connection`` is used where it exists. 3.0's ``get_connection`` asks
+            the triggerer's supervisor through ``async_to_sync``, which refuses to run on the event
+            loop's own thread; asgiref's ``sync_to_async`` runs it in a worker thread and bridges
+            the request back onto this loop.
 
             :param conn_id: the connection id
             """
-            from asgiref.sync import sync_to_async
+            from airflow.exceptions import AirflowNotFoundException
 
-            return await sync_to_async(cls.get_connection)(conn_id)
+            if not _HAS_AGET_CONNECTION:
+                from asgiref.sync import sync_to_async
+
+                return await sync_to_async(cls.get_connection)(conn_id)
+            try:
+                return await super().aget_connection(conn_id)
+            except AirflowNotFoundException as exc:
+                raise _not_found_explained(conn_id, exc) from exc
 
 
 async def amask_secret(secret: Any, name: str | None = None) -> None:

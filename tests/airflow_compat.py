@@ -43,9 +43,9 @@ def airflow_release() -> tuple[int, int]:
 
 
 def airflow_drops_connections_with_a_broken_extra() -> bool:
-    """3.0's secrets backends drop a connection whose extra is not a JSON object (the hook then
-    sees "not defined", which the provider's 3.0 shim explains); 3.1+ hand it to the provider."""
-    return airflow_release() < (3, 1)
+    """3.0's and 3.1's secrets backends drop a connection whose extra is not a JSON object (the
+    hook then sees "not defined", which the provider's shim explains); 3.2+ hand it to the provider."""
+    return airflow_release() < (3, 2)
 
 
 def redact(value: Any, name: str | None = None) -> Any:
