@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 AIRFLOW_VERSION ?= 3.3.2
 STAMP := $(VENV)/.installed
 
-.PHONY: venv test demo bench clean
+.PHONY: venv system-packages test test-compat demo bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -15,16 +15,26 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
-test: $(STAMP)
+# Debian packages the tests use for real: a browser for the pages, a Redis server for the shared store
+system-packages:
 	command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq --no-install-recommends chromium)
 	command -v redis-server >/dev/null || (apt-get update -qq && apt-get install -y -qq --no-install-recommends redis-server)
+
+test: $(STAMP) system-packages
 	$(PY) -m pytest -q -p no:cacheprovider tests
 
 demo: $(STAMP)
 	$(PY) -m sf_oauth_provider.demo
 
+# The whole suite on every Airflow 3 release the package admits (README "Supported versions"):
+# one fresh venv per row under .venv-compat/, installed as of the release's day; a summary table
+# at the end; fails if any row fails. COMPAT_ROWS="3.1.8 3.2.2" runs only those rows.
+COMPAT_ROWS ?=
+test-compat: $(STAMP) system-packages
+	$(PY) .ci/compat_matrix.py --uv $(VENV)/bin/uv $(if $(COMPAT_ROWS),--only $(COMPAT_ROWS))
+
 clean:
-	rm -rf $(VENV) .demo
+	rm -rf $(VENV) .venv-compat .demo
 
 # Benchmarks (DESIGN §7) side by side with apache-airflow-providers-salesforce, which lives only in
 # its own virtualenv (it pulls pandas, numpy, zeep, lxml): never in runtime or test dependencies.

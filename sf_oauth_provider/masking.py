@@ -33,7 +33,7 @@ def _new_forms(values: Iterable[str | None]) -> list[str]:
 def _bulk_mask(values: list[str]) -> bool:
     """Add many literal secrets to the in-process masker, compiling its pattern once."""
     try:
-        from airflow.sdk._shared.secrets_masker import _secrets_masker
+        from sf_oauth_provider._compat import secrets_masker as _secrets_masker
 
         masker = _secrets_masker()
         patterns: set[str] = masker.patterns
@@ -62,7 +62,7 @@ def mask_secrets(values: Iterable[str | None]) -> None:
     if not new:
         return
     if not (len(new) > _BULK_THRESHOLD and _bulk_mask(new)):
-        from airflow.sdk.log import mask_secret
+        from sf_oauth_provider._compat import mask_secret
 
         for value in new:
             mask_secret(value)
@@ -75,7 +75,7 @@ async def amask_secrets(values: Iterable[str | None]) -> None:
     if not new:
         return
     if not (len(new) > _BULK_THRESHOLD and _bulk_mask(new)):
-        from airflow.sdk.log import amask_secret
+        from sf_oauth_provider._compat import amask_secret
 
         for value in new:
             await amask_secret(value)

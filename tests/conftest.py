@@ -57,10 +57,11 @@ def _fresh_secrets_masker() -> Iterator[None]:
     every new secret, which slows every later test by seconds. A task process starts empty too.
     """
     yield
-    module = sys.modules.get("airflow.sdk._shared.secrets_masker")
-    if module is None:
+    if "airflow" not in sys.modules:
         return
-    module.reset_secrets_masker()
+    from tests.airflow_compat import reset_secrets_masker
+
+    reset_secrets_masker()
     masking = sys.modules.get("sf_oauth_provider.masking")
     if masking is not None:
         masking._masked.clear()

@@ -8,7 +8,7 @@ import json
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, AsyncIterator, Awaitable, Callable, Iterator, TypeVar
 
-from airflow.sdk import BaseHook, conf
+from sf_oauth_provider._compat import BaseHook, conf
 
 from sf_oauth_provider.client.config import OAuthConfig
 from sf_oauth_provider.client.errors import SalesforceConfigError, SalesforceOAuthError, SalesforceSessionExpired

@@ -383,7 +383,7 @@ def fail_if_permanent(exc: SalesforceOAuthError, what: str) -> None:
     from sf_oauth_provider.client.errors import retry_may_help
 
     if not retry_may_help(exc):
-        from airflow.sdk.exceptions import AirflowFailException
+        from sf_oauth_provider._compat import AirflowFailException
 
         raise AirflowFailException(f"{what} failed: {exc}") from exc
 

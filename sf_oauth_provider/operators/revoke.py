@@ -185,7 +185,7 @@ class SalesforceRevokeTokenOperator(RenderedFieldsMixin, BaseOperator):
 
     # ---- execution -----------------------------------------------------------------------------
     def execute(self, context: Context) -> dict[str, Any]:
-        from airflow.sdk.exceptions import AirflowFailException
+        from sf_oauth_provider._compat import AirflowFailException
 
         from sf_oauth_provider.client.oauth import RetryPolicy
         from sf_oauth_provider.hooks.salesforce_oauth import SalesforceOAuthHook
@@ -215,7 +215,7 @@ class SalesforceRevokeTokenOperator(RenderedFieldsMixin, BaseOperator):
     def _revoke(
         self, context: Context, hook: SalesforceOAuthHook, raw_tokens: list[str], wanted: list[str], settings: _Settings
     ) -> dict[str, Any]:
-        from airflow.sdk.exceptions import AirflowFailException
+        from sf_oauth_provider._compat import AirflowFailException
 
         from sf_oauth_provider.client.errors import SalesforceOAuthError
 
@@ -260,7 +260,7 @@ class SalesforceRevokeTokenOperator(RenderedFieldsMixin, BaseOperator):
         summary = self._finish(context, _summary(items, dry_run=False))
         failures = [i for i in items if i["outcome"] == FAILED]
         if failures:
-            from airflow.sdk.exceptions import AirflowException
+            from sf_oauth_provider._compat import AirflowException
 
             message = (
                 f"{len(failures)} of {len(targets)} revocations failed "
@@ -275,7 +275,7 @@ class SalesforceRevokeTokenOperator(RenderedFieldsMixin, BaseOperator):
         return summary
 
     def _fail_on_not_found(self, context: Context, summary: dict[str, Any], settings: _Settings, wanted: int) -> None:
-        from airflow.sdk.exceptions import AirflowFailException
+        from sf_oauth_provider._compat import AirflowFailException
 
         missing = [i["fingerprint"] for i in summary["items"] if i["outcome"] == NOT_FOUND]
         if not missing or not settings.fail_on_not_found:

@@ -7,7 +7,9 @@ from datetime import timedelta
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, NoReturn, Sequence
 
-from airflow.sdk import BaseSensorOperator, PokeReturnValue, conf
+from airflow.sdk import BaseSensorOperator, PokeReturnValue
+
+from sf_oauth_provider._compat import conf
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -109,7 +111,7 @@ class SalesforceTokenSensor(BaseSensorOperator):
         return run_flow(token_check_flow(check, self.min_remaining.total_seconds()), perform)
 
     def _fail(self, exc: SalesforceOAuthError) -> NoReturn:
-        from airflow.sdk.exceptions import AirflowFailException
+        from sf_oauth_provider._compat import AirflowFailException
 
         # str(exc) is Salesforce's message plus the hint, and starts with "Connection '<id>': " (every
         # error of this package names its connection); the client never puts secrets in it.
@@ -147,7 +149,7 @@ class SalesforceTokenSensor(BaseSensorOperator):
 
         :param context: the task context
         """
-        from airflow.sdk.exceptions import AirflowSensorTimeout
+        from sf_oauth_provider._compat import AirflowSensorTimeout
 
         try:
             return self._execute(context)
@@ -163,7 +165,7 @@ class SalesforceTokenSensor(BaseSensorOperator):
     def _execute(self, context: Context) -> Any:
         if not self.deferrable:
             return super().execute(context)
-        from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
+        from sf_oauth_provider._compat import AirflowFailException, AirflowSkipException
 
         try:
             first = self.poke(context)
@@ -198,7 +200,7 @@ class SalesforceTokenSensor(BaseSensorOperator):
         :param context: the task context
         :param event: the trigger's event
         """
-        from airflow.sdk.exceptions import AirflowFailException, AirflowSensorTimeout, AirflowSkipException
+        from sf_oauth_provider._compat import AirflowFailException, AirflowSensorTimeout, AirflowSkipException
 
         if event and event.get("status") == "timeout":
             message = (

@@ -53,6 +53,7 @@ class AirflowStack:
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.outputs: dict[str, Path] = {}
         self.api = httpx.Client(base_url=self.base_url, timeout=30)
+        self.token = ""
 
     @property
     def db_path(self) -> Path:
@@ -108,6 +109,24 @@ class AirflowStack:
                 last = repr(exc)
             time.sleep(1)
         raise TimeoutError(f"stack not healthy after {timeout} s: {last}\n{self.diagnostics()}")
+
+    def login(self, username: str, password: str) -> str:
+        """Log in as a REST client must (``POST /auth/token``); later API calls carry the token.
+
+        No release-specific shortcut: 3.1 ignores ``simple_auth_manager_all_admins`` for REST
+        calls (every call is a 401), so the tests authenticate on every release.
+
+        :param username: a user of ``[core] simple_auth_manager_users``
+        :param password: that user's password (from the passwords file)
+        :return: the JWT, also for the browser's ``_token`` cookie
+        """
+        resp = self.api.post("/auth/token", json={"username": username, "password": password})
+        if resp.status_code not in (200, 201):
+            raise RuntimeError(f"login as {username!r} failed: {resp.status_code} {resp.text}")
+        token = str(resp.json()["access_token"])
+        self.api.headers["Authorization"] = f"Bearer {token}"
+        self.token = token
+        return token
 
     def wait_dag(self, dag_id: str, timeout: float = 120.0) -> dict[str, Any]:
         """Poll until the dag-processor has serialized ``dag_id``."""

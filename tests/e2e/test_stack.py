@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import re
+import secrets
 import sqlite3
 import time
 from dataclasses import dataclass, field
@@ -27,6 +28,8 @@ from sf_oauth_provider.demo import airflow_env, migrate
 from sf_oauth_provider.emulator import RunningEmulator
 from sf_oauth_provider.emulator.connections import write_connections_file
 
+from tests.airflow_compat import airflow_release
+
 from .stack import AirflowStack, free_port
 
 pytestmark = pytest.mark.timeout(300)
@@ -35,7 +38,19 @@ REPO = Path(__file__).resolve().parents[2]
 DAGS_FOLDER = REPO / "dags_examples"
 DAG_ID = "nightly_batch_report"
 SENSOR = "wait_for_token"
+# the README shows the newest release's form; other releases' screenshots stay in the test's tmp dir
 SCREENSHOT = REPO / "docs" / "connection-form.png"
+SCREENSHOT_RELEASE = (3, 3)
+ADMIN = "admin"
+# Per release (README "Supported versions"): the UI reads the provider's form metadata (labels,
+# extra fields) from 3.2 on; 3.0 and 3.1 show the generic form with the extras as JSON.
+FORM_METADATA = airflow_release() >= (3, 2)
+# The Test button on a connection's row exists from 3.1 on; from 3.2 (port hidden by the form
+# metadata) it sends `port: 0`; from 3.3 the API refuses a port that differs from the stored one,
+# so a stored null port makes the button fail there.
+TEST_BUTTON = airflow_release() >= (3, 1)
+TEST_BUTTON_SENDS_PORT_0 = airflow_release() >= (3, 2)
+TEST_API_REFUSES_OTHER_PORT = airflow_release() >= (3, 3)
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
     "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -51,6 +66,7 @@ class StackRun:
     emulator: RunningEmulator
     connections: dict[str, dict[str, Any]]
     fernet_key: str
+    password: str = ""
     run_id: str = ""
     run: dict[str, Any] = field(default_factory=dict)
     task_states: dict[str, str | None] = field(default_factory=dict)
@@ -82,6 +98,11 @@ def stack_run(emulator_server: RunningEmulator, tmp_path_factory: pytest.TempPat
     connections = write_connections_file(emulator, base / "connections.json", base / "demo_private_key.pem")
     port = free_port()
     fernet_key = Fernet.generate_key().decode()
+    # Authenticate as a client must on every release (3.1 has no "all admins" shortcut for REST
+    # calls): the simple auth manager keeps a password already in its passwords file.
+    password = secrets.token_urlsafe(16)
+    passwords_file = base / "simple_auth_manager_passwords.json"
+    passwords_file.write_text(json.dumps({ADMIN: password}))
     env = airflow_env(home, DAGS_FOLDER, {"salesforce_oauth_default": connections["salesforce_oauth_default"]},
                       base / "token-cache", base / "output")
     env.update(
@@ -90,7 +111,8 @@ def stack_run(emulator_server: RunningEmulator, tmp_path_factory: pytest.TempPat
             "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{port}/execution/",
             "AIRFLOW__CORE__PARALLELISM": "4",
             "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
-            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{ADMIN}:admin",
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords_file),
             "AIRFLOW__CORE__TEST_CONNECTION": "Enabled",
             "AIRFLOW__CORE__FERNET_KEY": fernet_key,
             "AIRFLOW__API_AUTH__JWT_SECRET": Fernet.generate_key().decode(),
@@ -105,10 +127,11 @@ def stack_run(emulator_server: RunningEmulator, tmp_path_factory: pytest.TempPat
     )
     migrate(env)
     stack = AirflowStack(home, env, port)
-    run = StackRun(stack, emulator, connections, fernet_key)
+    run = StackRun(stack, emulator, connections, fernet_key, password)
     try:
         stack.start()
         stack.wait_healthy()
+        stack.login(ADMIN, password)
         stack.wait_dag(DAG_ID)
         # Salesforce "down" for introspection: the sensor's first check (in the worker) fails
         # transiently, so it defers; the fault is lifted once the task is seen deferred
@@ -177,6 +200,9 @@ def test_hook_meta_offers_salesforce_oauth(stack_run: StackRun) -> None:
     sf = meta["salesforce_oauth"]
     assert sf["hook_name"] == "Salesforce OAuth"
     extra_fields = sf["extra_fields"] or {}
+    if not FORM_METADATA:
+        assert not extra_fields and not sf["standard_fields"]  # the generic form (extras as JSON)
+        return
     for name in ("auth_flow", "username", "private_key", "jwt_key_file", "refresh_token", "api_version"):
         assert name in extra_fields, sorted(extra_fields)
     assert sf["standard_fields"]["login"]["title"] == "Consumer Key"
@@ -213,14 +239,22 @@ def _launch(p: Any) -> Any:
     return p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
 
 
-def test_connection_form_in_the_browser(stack_run: StackRun) -> None:
+def _logged_in_page(browser: Any, stack: AirflowStack, **kwargs: Any) -> Any:
+    """A page whose browser holds the stack's JWT in the ``_token`` cookie, as after a login:
+    3.0's UI moves it from the cookie into local storage, 3.1+ send it back with every call."""
+    context = browser.new_context(**kwargs)
+    context.add_cookies([{"name": "_token", "value": stack.token, "url": stack.base_url}])
+    return context.new_page()
+
+
+def test_connection_form_in_the_browser(stack_run: StackRun, tmp_path: Path) -> None:
     from playwright.sync_api import expect, sync_playwright
 
     base = stack_run.stack.base_url
     with sync_playwright() as p:
         browser = _launch(p)
         try:
-            page = browser.new_page(viewport={"width": 1100, "height": 1000})
+            page = _logged_in_page(browser, stack_run.stack, viewport={"width": 1100, "height": 1000})
             page.goto(f"{base}/connections", wait_until="networkidle")
             page.get_by_role("button", name=re.compile("Add Connection", re.I)).click()
             combo = page.get_by_role("combobox", name=re.compile("Connection Type", re.I))
@@ -228,6 +262,10 @@ def test_connection_form_in_the_browser(stack_run: StackRun) -> None:
             combo.fill("Salesforce OAuth")
             page.get_by_role("option", name="Salesforce OAuth").click()
             dialog = page.get_by_role("dialog")
+            if not FORM_METADATA:  # the generic form: standard labels, extras as JSON
+                for label in ("Login", "Password"):
+                    expect(dialog.locator("label").filter(has_text=re.compile(rf"^{label}\s*\*?$")).first).to_be_visible()
+                return
             for label in ("Consumer Key", "Consumer Secret"):
                 # a required field's label ends with an aria-hidden "*"
                 expect(dialog.locator("label").filter(has_text=re.compile(rf"^{label}\s*\*?$")).first).to_be_visible()
@@ -239,21 +277,23 @@ def test_connection_form_in_the_browser(stack_run: StackRun) -> None:
                 # a required field's label ends with an aria-hidden "*"
                 expect(dialog.locator("label").filter(has_text=re.compile(rf"^{label}\s*\*?$")).first).to_be_visible()
             dialog.get_by_role("textbox", name="Connection ID").fill("salesforce_oauth_default")
-            SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
-            page.screenshot(path=str(SCREENSHOT))
+            shot = SCREENSHOT if airflow_release() == SCREENSHOT_RELEASE else tmp_path / SCREENSHOT.name
+            shot.parent.mkdir(parents=True, exist_ok=True)
+            page.screenshot(path=str(shot))
         finally:
             browser.close()
-    assert SCREENSHOT.stat().st_size > 10_000
+    assert shot.stat().st_size > 10_000
 
 
-def _ui_test_button(base: str, conn_id: str) -> tuple[int, dict[str, Any], Any]:
+def _ui_test_button(stack: AirflowStack, conn_id: str) -> tuple[int, dict[str, Any], Any]:
     """Click the Test button on ``conn_id``'s row; the request the UI sent and the answer."""
     from playwright.sync_api import sync_playwright
 
+    base = stack.base_url
     with sync_playwright() as p:
         browser = _launch(p)
         try:
-            page = browser.new_page(viewport={"width": 1400, "height": 900})
+            page = _logged_in_page(browser, stack, viewport={"width": 1400, "height": 900})
             page.goto(f"{base}/connections", wait_until="networkidle")
             row = page.get_by_role("row").filter(has_text=conn_id)
             with page.expect_response(lambda r: r.url.endswith("/api/v2/connections/test")) as info:
@@ -269,10 +309,28 @@ def _ui_test_button(base: str, conn_id: str) -> tuple[int, dict[str, Any], Any]:
             browser.close()
 
 
+def _ui_test_buttons(stack: AirflowStack, conn_id: str) -> int:
+    """How many Test buttons ``conn_id``'s row in the connection list has."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = _launch(p)
+        try:
+            page = _logged_in_page(browser, stack, viewport={"width": 1400, "height": 900})
+            page.goto(f"{stack.base_url}/connections", wait_until="networkidle")
+            row = page.get_by_role("row").filter(has_text=conn_id)
+            row.first.wait_for()
+            return row.get_by_role("button", name=re.compile("test", re.I)).count()
+        finally:
+            browser.close()
+
+
 def test_ui_test_button(stack_run: StackRun) -> None:
-    """The row's Test button: with the port stored as null (what the form saves, port hidden) the
-    UI sends ``port: 0`` and the API refuses; with the port stored as 0 the test runs and passes."""
-    api, base = stack_run.stack.api, stack_run.stack.base_url
+    """The row's Test button, per release. 3.3: with the port stored as null (what the form saves,
+    port hidden) the UI sends ``port: 0`` and the API refuses; with the port stored as 0 the test
+    runs and passes. 3.2 sends ``port: 0`` too but the API accepts it; 3.1 passes both; 3.0 has
+    no Test button on the row."""
+    api = stack_run.stack.api
     conn = stack_run.connections["salesforce_oauth_default"]
     for conn_id, port in (("sf_port_null", None), ("sf_port_zero", 0)):
         body = _conn_body(conn_id, conn)
@@ -282,12 +340,20 @@ def test_ui_test_button(stack_run: StackRun) -> None:
         resp = api.post("/api/v2/connections", json=body)
         assert resp.status_code == 201, resp.text
 
-    status, sent, answer = _ui_test_button(base, "sf_port_null")
-    assert sent.get("port") == 0 and status == 400, (status, sent, answer)
-    assert "differs from the stored connection" in json.dumps(answer)
+    if not TEST_BUTTON:
+        assert _ui_test_buttons(stack_run.stack, "sf_port_zero") == 0
+        return
+    status, sent, answer = _ui_test_button(stack_run.stack, "sf_port_null")
     assert conn["password"] not in json.dumps(sent)
+    if TEST_BUTTON_SENDS_PORT_0:
+        assert sent.get("port") == 0, sent
+    if TEST_API_REFUSES_OTHER_PORT:
+        assert status == 400, (status, sent, answer)
+        assert "differs from the stored connection" in json.dumps(answer)
+    else:
+        assert status == 200 and answer["status"] is True, (status, sent, answer)
 
-    status, sent, answer = _ui_test_button(base, "sf_port_zero")
+    status, sent, answer = _ui_test_button(stack_run.stack, "sf_port_zero")
     assert status == 200 and answer["status"] is True, (status, sent, answer)
 
 

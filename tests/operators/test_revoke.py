@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from airflow.sdk.exceptions import AirflowException, AirflowFailException
+from tests.airflow_compat import AirflowException, AirflowFailException
 
 from sf_oauth_provider.client.token import fingerprint
 from sf_oauth_provider.hooks.salesforce_oauth import SalesforceOAuthHook
@@ -250,8 +250,8 @@ def test_permanent_connection_error_fails_without_retries(sf_connections, set_co
 
 def test_rendered_tokens_are_masked_before_airflow_stores_them(sf_connections, emulator):
     from airflow.sdk import DAG
-    from airflow.sdk._shared.secrets_masker import redact
-    from airflow.sdk.execution_time.task_runner import _serialize_rendered_fields
+    from tests.airflow_compat import redact
+    from tests.airflow_compat import serialize_rendered_fields as _serialize_rendered_fields
 
     secret = emulator.org.mint_tokens(1)[0]
     with DAG("render_mask_revoke", schedule=None):
@@ -273,7 +273,7 @@ def test_connection_config_error_is_permanent(set_connection, cache_dir, emulato
 def test_mapped_task_tokens_are_masked_when_rendered(emulator):
     """Mapped tasks render through ``_do_render_template_fields``, not ``render_template_fields``."""
     from airflow.sdk import DAG
-    from airflow.sdk._shared.secrets_masker import redact
+    from tests.airflow_compat import redact
 
     secret = emulator.org.mint_tokens(1)[0]
     with DAG("render_mask_mapped", schedule=None, params={"leaked": secret}) as dag:

@@ -11,7 +11,7 @@ import json
 import logging
 from pathlib import Path
 
-from airflow.sdk.exceptions import AirflowException
+from tests.airflow_compat import AirflowException
 
 from sf_oauth_provider.client.token import fingerprint
 from sf_oauth_provider.operators.audit import SalesforceTokenAuditOperator

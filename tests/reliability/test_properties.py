@@ -125,7 +125,7 @@ def test_masking_covers_every_form_of_a_multiline_secret(lines):
 
 
 def test_masking_redacts_through_airflow():
-    from airflow.sdk._shared.secrets_masker import redact
+    from tests.airflow_compat import redact
 
     from sf_oauth_provider.hooks.salesforce_oauth import _mask
     from tests.keys import pem, rsa_key

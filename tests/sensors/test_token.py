@@ -16,7 +16,7 @@ from typing import Any, Iterator
 
 import pytest
 from airflow.sdk import PokeReturnValue
-from airflow.sdk.exceptions import AirflowFailException, TaskDeferred
+from tests.airflow_compat import AirflowFailException, TaskDeferred
 
 from sf_oauth_provider.sensors.token import _CHECKS, SalesforceTokenSensor
 from sf_oauth_provider.triggers.token import CHECKS, SalesforceTokenTrigger
@@ -92,7 +92,7 @@ def test_poke_mode_execute_returns_the_payload(emulator, sf_connections):
 
 
 def test_poke_mode_times_out_during_a_long_outage(emulator, sf_connections):
-    from airflow.sdk.exceptions import AirflowSensorTimeout
+    from tests.airflow_compat import AirflowSensorTimeout
 
     emulator.org.set_faults("token", rate=1.0)  # every token request: 503
     with pytest.raises(AirflowSensorTimeout) as info:

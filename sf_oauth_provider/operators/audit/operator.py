@@ -208,7 +208,7 @@ class SalesforceTokenAuditOperator(RenderedFieldsMixin, BaseOperator):
 
     # ---- execution -----------------------------------------------------------------------------
     def execute(self, context: Context) -> dict[str, Any]:
-        from airflow.sdk.exceptions import AirflowException, AirflowFailException
+        from sf_oauth_provider._compat import AirflowException, AirflowFailException
 
         from sf_oauth_provider.client.errors import SalesforceOAuthError
         from sf_oauth_provider.client.oauth import RetryPolicy
@@ -293,7 +293,7 @@ class SalesforceTokenAuditOperator(RenderedFieldsMixin, BaseOperator):
         if hook.config.consumer_secret:
             return True
         if required:
-            from airflow.sdk.exceptions import AirflowFailException
+            from sf_oauth_provider._compat import AirflowFailException
 
             raise AirflowFailException(
                 f"Connection {self.salesforce_oauth_conn_id!r} has no consumer secret ('password'), which "

@@ -1,0 +1,209 @@
+"""The one place that knows where each Airflow 3 release keeps the names this provider uses.
+
+Every Airflow-facing module (hooks, operators, sensors, triggers, masking) imports these names
+from here, so no release check lives anywhere else. Each name is looked up where the newest
+release documents it first, then where older releases keep it (measured on 3.0.6, 3.1.8, 3.2.2
+and 3.3.2; see the README's "Supported versions")::
+
+    name                      3.0        3.1        3.2+                 fallback here
+    BaseHook                  core       sdk        sdk                  airflow.hooks.base
+    BaseHook.aget_connection  missing    sdk        sdk                  get_connection in a worker thread
+    broken extra JSON         "not defined" (3.0, 3.1)  passed on        message says so
+    conf                      core       core       sdk                  airflow.configuration
+    AirflowFailException,     core       core       sdk                  airflow.exceptions
+    AirflowSkipException,
+    TaskDeferred, AirflowSensorTimeout
+    AirflowException          core       sdk        sdk                  airflow.exceptions
+    mask_secret               sdk.log    sdk.log    sdk.log
+    amask_secret              missing    missing    missing (3.3.0+)     mask_secret in a worker thread
+
+The task runner of each release catches the exception classes that release defines, so the
+provider must raise exactly those: on 3.0 and 3.1 ``airflow.exceptions``, from 3.2 on the SDK's
+(which ``airflow.exceptions`` re-exports). A feature that needs an API no fallback can give
+raises :class:`AirflowVersionError` naming the release it needs, when used, never at import.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import airflow
+from airflow.sdk.log import mask_secret
+
+try:  # 3.1+
+    from airflow.sdk import BaseHook as _SdkBaseHook
+except ImportError:  # 3.0: the task SDK has no BaseHook yet
+    from airflow.hooks.base import BaseHook as _SdkBaseHook  # type: ignore[no-redef,assignment]
+
+try:  # 3.2+
+    from airflow.sdk import conf
+except ImportError:  # 3.0, 3.1
+    from airflow.configuration import conf  # type: ignore[no-redef]
+
+try:  # 3.2+: the SDK defines them and airflow.exceptions re-exports the same classes
+    from airflow.sdk.exceptions import (
+        AirflowFailException,
+        AirflowSensorTimeout,
+        AirflowSkipException,
+        TaskDeferred,
+    )
+except ImportError:  # 3.0, 3.1: the task runner catches airflow.exceptions' classes
+    from airflow.exceptions import (  # type: ignore[no-redef,assignment]
+        AirflowFailException,
+        AirflowSensorTimeout,
+        AirflowSkipException,
+        TaskDeferred,
+    )
+
+try:  # 3.1+
+    from airflow.sdk.exceptions import AirflowException
+except ImportError:  # 3.0
+    from airflow.exceptions import AirflowException  # type: ignore[no-redef,assignment]
+
+try:  # 3.3+
+    from airflow.sdk.log import amask_secret as _amask_secret
+except ImportError:  # 3.0 to 3.2
+    _amask_secret = None
+
+if TYPE_CHECKING:
+    from airflow.sdk import Connection
+
+__all__ = [
+    "AIRFLOW_VERSION",
+    "AirflowException",
+    "AirflowFailException",
+    "AirflowSensorTimeout",
+    "AirflowSkipException",
+    "AirflowVersionError",
+    "BaseHook",
+    "TaskDeferred",
+    "amask_secret",
+    "conf",
+    "mask_secret",
+    "requires_airflow",
+    "secrets_masker",
+]
+
+#: the installed Airflow release, e.g. ``"3.1.8"`` (also right for apache-airflow-core alone)
+AIRFLOW_VERSION: str = airflow.__version__
+
+
+def _release(version: str) -> tuple[int, ...]:
+    parts: list[int] = []
+    for piece in version.split(".")[:3]:
+        digits = "".join(c for c in piece if c.isdigit())
+        parts.append(int(digits or 0))
+    return tuple(parts)
+
+
+class AirflowVersionError(AirflowException):
+    """A feature of this provider needs a newer Airflow release than the one installed."""
+
+
+def requires_airflow(minimum: str, feature: str) -> None:
+    """Raise :class:`AirflowVersionError` unless the installed Airflow is at least ``minimum``.
+
+    For features that need an Airflow API older releases lack: the provider still imports and
+    everything else works; only using the feature fails, with a message saying what to upgrade.
+
+    :param minimum: the first Airflow release with the API, e.g. ``"3.2.0"``
+    :param feature: what the user tried to use, for the message
+    """
+    if _release(AIRFLOW_VERSION) < _release(minimum):
+        raise AirflowVersionError(
+            f"{feature} needs Apache Airflow {minimum} or newer; this environment has {AIRFLOW_VERSION}. "
+            f"Upgrade apache-airflow to use it."
+        )
+
+
+#: before 3.2, Airflow's secrets backends drop a connection whose extra is not a JSON object
+#: (logging "Encountered non-JSON in `extra` field") and report it as not defined
+_DROPS_BROKEN_EXTRA = _release(AIRFLOW_VERSION) < (3, 2)
+_HAS_AGET_CONNECTION = hasattr(_SdkBaseHook, "aget_connection")  # 3.1+
+
+
+def _not_found_explained(conn_id: str, exc: Exception) -> Exception:
+    from airflow.exceptions import AirflowNotFoundException
+
+    return AirflowNotFoundException(
+        f"{exc}. On Airflow {AIRFLOW_VERSION} this also happens when the connection's extra is not a JSON "
+        f"object (the log says \"Encountered non-JSON in `extra` field\"): fix connection '{conn_id}', "
+        f"field 'extra', or upgrade to Airflow 3.2+, where this provider names what is wrong in it"
+    )
+
+
+if _HAS_AGET_CONNECTION and not _DROPS_BROKEN_EXTRA:  # 3.2+
+    BaseHook = _SdkBaseHook
+else:  # 3.0, 3.1
+
+    class BaseHook(_SdkBaseHook):  # type: ignore[no-redef]
+        """``BaseHook`` of 3.0/3.1 plus what 3.2+ offer: ``aget_connection`` (3.0 has none) and a
+        "not defined" that says it may be a broken extra."""
+
+        @classmethod
+        def get_connection(cls, conn_id: str) -> Connection:
+            """``get_connection``, saying what else "not defined" can mean on this release.
+
+            :param conn_id: the connection id
+            """
+            from airflow.exceptions import AirflowNotFoundException
+
+            try:
+                return super().get_connection(conn_id)
+            except AirflowNotFoundException as exc:
+                raise _not_found_explained(conn_id, exc) from exc
+
+        @classmethod
+        async def aget_connection(cls, conn_id: str) -> Connection:
+            """Get a connection from code on an event loop.
+
+            3.1's own ``aget_connection`` is used where it exists. 3.0's ``get_connection`` asks
+            the triggerer's supervisor through ``async_to_sync``, which refuses to run on the event
+            loop's own thread; asgiref's ``sync_to_async`` runs it in a worker thread and bridges
+            the request back onto this loop.
+
+            :param conn_id: the connection id
+            """
+            from airflow.exceptions import AirflowNotFoundException
+
+            if not _HAS_AGET_CONNECTION:
+                from asgiref.sync import sync_to_async
+
+                return await sync_to_async(cls.get_connection)(conn_id)
+            try:
+                return await super().aget_connection(conn_id)
+            except AirflowNotFoundException as exc:
+                raise _not_found_explained(conn_id, exc) from exc
+
+
+async def amask_secret(secret: Any, name: str | None = None) -> None:
+    """``mask_secret`` for code on an event loop; the value is masked when this returns.
+
+    3.3+ has ``amask_secret``. Before it, ``mask_secret`` tells the supervisor through
+    ``async_to_sync``, which raises on the event loop's thread — on 3.0 before the local masker
+    learned the value, so the secret would reach the trigger's log unmasked. Run in a worker thread
+    by asgiref's ``sync_to_async``, the message is bridged back onto this loop and both the local
+    masker and the supervisor's learn the value before we continue.
+
+    :param secret: the value (or a dict/list of values) to mask
+    :param name: only mask if this key name is a sensitive one (as ``mask_secret``)
+    """
+    if _amask_secret is not None:
+        await _amask_secret(secret, name)
+        return
+    from asgiref.sync import sync_to_async
+
+    await sync_to_async(mask_secret)(secret, name)
+
+
+def secrets_masker() -> Any:
+    """This process's secrets masker object (what ``mask_secret`` adds to), for bulk additions.
+
+    Airflow has no public handle on it; its home moved in 3.1 (``airflow.sdk._shared``). Raises
+    ``ImportError`` where neither home exists, so callers fall back to :func:`mask_secret`.
+    """
+    try:  # 3.1+
+        from airflow.sdk._shared.secrets_masker import _secrets_masker
+    except ImportError:  # 3.0
+        from airflow.sdk.execution_time.secrets_masker import _secrets_masker  # type: ignore[no-redef]
+    return _secrets_masker()
