@@ -5,12 +5,12 @@ PY := $(VENV)/bin/python
 AIRFLOW_VERSION ?= 3.3.2
 STAMP := $(VENV)/.installed
 
-.PHONY: venv system-packages test test-compat demo bench clean
+.PHONY: venv system-packages lint test test-compat demo bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip uv
-	$(VENV)/bin/uv pip install -q --python $(PY) "apache-airflow==$(AIRFLOW_VERSION)" -e ".[test]"
+	$(VENV)/bin/uv pip install -q --python $(PY) "apache-airflow==$(AIRFLOW_VERSION)" -e ".[test,lint]"
 	touch $(STAMP)
 
 venv: $(STAMP)
@@ -19,6 +19,11 @@ venv: $(STAMP)
 system-packages:
 	command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq --no-install-recommends chromium)
 	command -v redis-server >/dev/null || (apt-get update -qq && apt-get install -y -qq --no-install-recommends redis-server)
+
+# ruff (pyflakes, bugbear, import order, complexity ≤ 15) and mypy on the package
+lint: $(STAMP)
+	$(VENV)/bin/ruff check sf_oauth_provider
+	$(VENV)/bin/mypy sf_oauth_provider
 
 test: $(STAMP) system-packages
 	$(PY) -m pytest -q -p no:cacheprovider tests

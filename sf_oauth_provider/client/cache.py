@@ -22,8 +22,10 @@ from pathlib import Path
 
 from sf_oauth_provider.client import singleflight
 from sf_oauth_provider.client.stores import FileStore, MemoryStore, Rejected, TokenStore, has_access_token
-from sf_oauth_provider.client.stores.memory import _MEMORY  # noqa: F401  (tests forget process memory through it)
-from sf_oauth_provider.client.stores.memory import RefreshTokenKeeper
+from sf_oauth_provider.client.stores.memory import (
+    _MEMORY,  # noqa: F401  (tests forget process memory through it)
+    RefreshTokenKeeper,
+)
 from sf_oauth_provider.client.stores.safefs import warn_once
 from sf_oauth_provider.client.token import SalesforceToken
 

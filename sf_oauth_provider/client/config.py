@@ -18,8 +18,9 @@ from sf_oauth_provider.client.errors import SalesforceConfigError
 from sf_oauth_provider.client.flows import DEFAULT_FLOW, FLOWS, ConnectionFields
 
 if TYPE_CHECKING:
-    from sf_oauth_provider.client.flows import AuthFlow
     from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
+
+    from sf_oauth_provider.client.flows import AuthFlow
 
 __all__ = [
     "OAuthConfig",

@@ -36,8 +36,8 @@ from tenacity import (
 )
 
 from sf_oauth_provider import __version__
-from sf_oauth_provider.client.config import OAuthConfig
 from sf_oauth_provider.client.auth import check_bearer_target
+from sf_oauth_provider.client.config import OAuthConfig
 from sf_oauth_provider.client.errors import (
     SalesforceConfigError,
     SalesforceConnectionError,
@@ -642,7 +642,7 @@ class SalesforceOAuthClient(_Base):
         try:
             return call.parse(self._reply(call, response, reader))
         except SalesforceOAuthError as exc:
-            raise exc.redact(call.secrets() + self.config.secrets).for_connection(self.config.conn_id)
+            raise exc.redact(call.secrets() + self.config.secrets).for_connection(self.config.conn_id) from None
 
     def call(self, make: Callable[[], Call[T]]) -> T:
         """Build and send with retries; ``make`` is called per try (a JWT is signed afresh)."""
@@ -652,7 +652,7 @@ class SalesforceOAuthClient(_Base):
                 with attempt:
                     return self.send(make(), deadline=overall)
         except SalesforceOAuthError as exc:
-            raise self._named(exc)
+            raise self._named(exc) from None
         raise AssertionError("unreachable")  # pragma: no cover
 
     def fetch_token(self, refresh_token: str | None = None) -> SalesforceToken:
@@ -691,7 +691,7 @@ class SalesforceOAuthClient(_Base):
         pager, next_url, renewed = self._pager(), None, False
         while True:
             try:
-                page = self.call(lambda: self.query_call(token, soql, next_url))
+                page = self.call(lambda token=token, next_url=next_url: self.query_call(token, soql, next_url))
             except SalesforceSessionExpired:
                 if renew is None or renewed:
                     raise
@@ -766,7 +766,7 @@ class AsyncSalesforceOAuthClient(_Base):
         try:
             return call.parse(self._reply(call, response, reader))
         except SalesforceOAuthError as exc:
-            raise exc.redact(call.secrets() + self.config.secrets).for_connection(self.config.conn_id)
+            raise exc.redact(call.secrets() + self.config.secrets).for_connection(self.config.conn_id) from None
 
     async def call(self, make: Callable[[], Call[T]]) -> T:
         overall = time.monotonic() + self.retry.max_total
@@ -775,7 +775,7 @@ class AsyncSalesforceOAuthClient(_Base):
                 with attempt:
                     return await self.send(make(), deadline=overall)
         except SalesforceOAuthError as exc:
-            raise self._named(exc)
+            raise self._named(exc) from None
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def fetch_token(self, refresh_token: str | None = None) -> SalesforceToken:
@@ -808,7 +808,7 @@ class AsyncSalesforceOAuthClient(_Base):
         pager, next_url, renewed = self._pager(), None, False
         while True:
             try:
-                page = await self.call(lambda: self.query_call(token, soql, next_url))
+                page = await self.call(lambda token=token, next_url=next_url: self.query_call(token, soql, next_url))
             except SalesforceSessionExpired:
                 if renew is None or renewed:
                     raise

@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import socket
 import threading
 import time
 from contextlib import contextmanager
-import os
 from typing import Iterator
 
 import uvicorn

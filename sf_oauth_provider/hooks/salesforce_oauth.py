@@ -9,7 +9,6 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any, AsyncIterator, Awaitable, Callable, Iterator, TypeVar
 
 from sf_oauth_provider._compat import BaseHook, conf
-
 from sf_oauth_provider.client.config import OAuthConfig
 from sf_oauth_provider.client.errors import SalesforceConfigError, SalesforceOAuthError, SalesforceSessionExpired
 from sf_oauth_provider.client.token import IntrospectionResult, SalesforceToken

@@ -186,7 +186,6 @@ class SalesforceRevokeTokenOperator(RenderedFieldsMixin, BaseOperator):
     # ---- execution -----------------------------------------------------------------------------
     def execute(self, context: Context) -> dict[str, Any]:
         from sf_oauth_provider._compat import AirflowFailException
-
         from sf_oauth_provider.client.oauth import RetryPolicy
         from sf_oauth_provider.hooks.salesforce_oauth import SalesforceOAuthHook
         from sf_oauth_provider.operators._common import parse_fingerprints, parse_list
@@ -216,7 +215,6 @@ class SalesforceRevokeTokenOperator(RenderedFieldsMixin, BaseOperator):
         self, context: Context, hook: SalesforceOAuthHook, raw_tokens: list[str], wanted: list[str], settings: _Settings
     ) -> dict[str, Any]:
         from sf_oauth_provider._compat import AirflowFailException
-
         from sf_oauth_provider.client.errors import SalesforceOAuthError
 
         try:
@@ -348,7 +346,7 @@ class SalesforceRevokeTokenOperator(RenderedFieldsMixin, BaseOperator):
 
                     return await bounded_map(batch, one, concurrency, progress)
 
-            for target, item in zip(batch, asyncio.run(run())):
+            for target, item in zip(batch, asyncio.run(run()), strict=True):
                 results[target.fingerprint] = item
             for target in batch:  # a revoked raw token must not stay in this host's token cache
                 if target.raw and results[target.fingerprint]["outcome"] != FAILED:

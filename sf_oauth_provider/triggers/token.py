@@ -335,8 +335,6 @@ class SalesforceTokenTrigger(BaseTrigger):
 
         :param hook: the hook to use
         """
-        from sf_oauth_provider.client.token import SalesforceToken
-
         config = await hook.aconfig()
         check = resolve_check(self.check, bool(config.consumer_secret))
 

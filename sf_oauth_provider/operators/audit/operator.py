@@ -11,7 +11,14 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence, Union
 from airflow.sdk import BaseOperator
 
 from sf_oauth_provider.operators._common import (
-    RenderedFieldsMixin, as_bool, as_int, as_number, as_optional_list, is_template, mask_secrets, parse_list,
+    RenderedFieldsMixin,
+    as_bool,
+    as_int,
+    as_number,
+    as_optional_list,
+    is_template,
+    mask_secrets,
+    parse_list,
 )
 
 if TYPE_CHECKING:
@@ -209,7 +216,6 @@ class SalesforceTokenAuditOperator(RenderedFieldsMixin, BaseOperator):
     # ---- execution -----------------------------------------------------------------------------
     def execute(self, context: Context) -> dict[str, Any]:
         from sf_oauth_provider._compat import AirflowException, AirflowFailException
-
         from sf_oauth_provider.client.errors import SalesforceOAuthError
         from sf_oauth_provider.client.oauth import RetryPolicy
         from sf_oauth_provider.hooks.salesforce_oauth import SalesforceOAuthHook

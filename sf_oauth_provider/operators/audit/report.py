@@ -12,7 +12,12 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable
 
 from sf_oauth_provider.operators.audit.findings import (
-    FINDING_KINDS, SEVERITIES, Finding, TokenRecord, iso, severity_rank,
+    FINDING_KINDS,
+    SEVERITIES,
+    Finding,
+    TokenRecord,
+    iso,
+    severity_rank,
 )
 from sf_oauth_provider.operators.audit.rules import Policy
 
