@@ -10,17 +10,17 @@ from typing import TYPE_CHECKING, Any, NoReturn, Sequence
 from airflow.sdk import BaseSensorOperator, PokeReturnValue
 
 from sf_oauth_provider._compat import conf
+from sf_oauth_provider.token_check import validate_check
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
     from sf_oauth_provider.client.errors import SalesforceOAuthError
     from sf_oauth_provider.hooks.salesforce_oauth import SalesforceOAuthHook
-    from sf_oauth_provider.triggers.token import TokenCheckOutcome
+    from sf_oauth_provider.token_check import TokenCheckOutcome
 
 __all__ = ["SalesforceTokenSensor"]
 
-_CHECKS = ("auto", "introspect", "userinfo")  # kept in step with triggers.token.CHECKS (tested)
 
 
 class SalesforceTokenSensor(BaseSensorOperator):
@@ -60,10 +60,7 @@ class SalesforceTokenSensor(BaseSensorOperator):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        if check not in _CHECKS:
-            raise ValueError(
-                f"{type(self).__name__}: parameter 'check' must be one of {', '.join(map(repr, _CHECKS))}; got {check!r}"
-            )
+        validate_check(check, type(self).__name__)
         seconds = min_remaining.total_seconds() if isinstance(min_remaining, timedelta) else min_remaining
         if not isinstance(seconds, (int, float)) or isinstance(seconds, bool) or seconds < 0:
             raise ValueError(
@@ -92,7 +89,7 @@ class SalesforceTokenSensor(BaseSensorOperator):
 
     def check_once(self) -> TokenCheckOutcome:
         """One check with the hook's sync calls (raises the client's errors)."""
-        from sf_oauth_provider.triggers.token import GetToken, Liveness, Step, resolve_check, run_flow, token_check_flow
+        from sf_oauth_provider.token_check import GetToken, Liveness, Step, resolve_check, run_flow, token_check_flow
 
         hook = self.hook
         if getattr(hook.config, "jwt_certificate", None):  # expired: every JWT login fails; say why first

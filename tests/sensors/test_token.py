@@ -18,8 +18,9 @@ import pytest
 from airflow.sdk import PokeReturnValue
 from tests.airflow_compat import AirflowFailException, TaskDeferred
 
-from sf_oauth_provider.sensors.token import _CHECKS, SalesforceTokenSensor
-from sf_oauth_provider.triggers.token import CHECKS, SalesforceTokenTrigger
+from sf_oauth_provider.sensors.token import SalesforceTokenSensor
+from sf_oauth_provider.token_check import CHECKS
+from sf_oauth_provider.triggers.token import SalesforceTokenTrigger
 
 ROOT = Path(__file__).resolve().parents[2]
 DAGS = Path(__file__).resolve().parent / "dags"
@@ -54,7 +55,7 @@ def test_arguments_are_validated():
         sensor(min_remaining=-1)
     assert sensor(min_remaining=90).min_remaining == timedelta(seconds=90)
     assert sensor().min_remaining == timedelta(minutes=10) and sensor().deferrable is False
-    assert _CHECKS == CHECKS  # the sensor keeps its own copy to import cheaply
+    assert CHECKS == ("auto", "introspect", "userinfo")
 
 
 # ---- poke --------------------------------------------------------------------------------------

@@ -9,7 +9,8 @@ from typing import Any
 
 import pytest
 
-from sf_oauth_provider.triggers.token import CHECKS, SalesforceTokenTrigger
+from sf_oauth_provider.token_check import CHECKS
+from sf_oauth_provider.triggers.token import SalesforceTokenTrigger
 
 FAST = {"retry_attempts": 2, "retry_backoff": 0.01}
 
