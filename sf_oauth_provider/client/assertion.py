@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 import jwt
 
@@ -54,8 +54,13 @@ def load_private_key(
     path: str | None = None,
     passphrase: str | None = None,
     conn_id: str = "?",
+    on_pem: Callable[[str], None] | None = None,
 ) -> RSAPrivateKey:
-    """Load an RSA private key from PEM text or a file; every failure names the field to fix."""
+    """Load an RSA private key from PEM text or a file; every failure names the field to fix.
+
+    :param on_pem: called with the PEM text (as read, before it is parsed), so that the caller
+        can register a key that came from a file with the secrets masker
+    """
     from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
     from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
@@ -85,6 +90,8 @@ def load_private_key(
                 f"Connection {conn_id!r}: {field} is not PEM text", field=field,
                 hint="export the key as PEM (-----BEGIN PRIVATE KEY-----)",
             ) from None
+    if on_pem is not None:
+        on_pem(pem)
     text = normalize_pem(pem)
     if "PRIVATE KEY-----" not in text:
         raise SalesforceConfigError(

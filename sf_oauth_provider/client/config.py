@@ -88,6 +88,8 @@ class OAuthConfig:
     username: str | None = None
     audience: str | None = None
     private_key: RSAPrivateKey | None = field(default=None, repr=False, compare=False)
+    #: the private key's PEM text as read (pasted or from ``jwt_key_file``): only for masking
+    private_key_pem: str | None = field(default=None, repr=False, compare=False)
     refresh_token: str | None = field(default=None, repr=False)
     api_version: str = DEFAULT_API_VERSION
     session_timeout: float = 7200.0
@@ -134,7 +136,7 @@ class OAuthConfig:
     @property
     def secrets(self) -> list[str]:
         """Every secret value this config holds (for masking)."""
-        return [s for s in (self.consumer_secret, self.refresh_token) if s]
+        return [s for s in (self.consumer_secret, self.refresh_token, self.private_key_pem) if s]
 
     @classmethod
     def from_connection_fields(
@@ -208,6 +210,7 @@ class OAuthConfig:
         loaded = flow.check(ConnectionFields(conn_id, hostname, consumer_secret, extra, text, fail))
         username = text("username")
         private_key = loaded.get("private_key")
+        private_key_pem = loaded.get("private_key_pem")
         refresh_token = text("refresh_token")
 
         audience = text("audience") or _default_audience(hostname)
@@ -236,6 +239,7 @@ class OAuthConfig:
             username=username,
             audience=audience,
             private_key=private_key,
+            private_key_pem=private_key_pem,
             refresh_token=refresh_token,
             api_version=api_version,
             session_timeout=number("session_timeout", 7200.0, 60, 86400 * 7),

@@ -114,13 +114,15 @@ class JwtBearerFlow(AuthFlow):
             )
         from sf_oauth_provider.client.assertion import load_private_key
 
+        pem: list[str] = []
         key = load_private_key(
             fields.text("private_key"),
             path=fields.text("jwt_key_file"),
             passphrase=fields.extra.get("private_key_passphrase") or None,
             conn_id=fields.conn_id,
+            on_pem=pem.append,
         )
-        return {"private_key": key}
+        return {"private_key": key, "private_key_pem": pem[0] if pem else None}
 
     def subject(self, config: OAuthConfig) -> str:
         return config.username or ""

@@ -119,14 +119,19 @@ class SalesforceOAuthHook(BaseHook):
         conn = self.get_connection(self.salesforce_oauth_conn_id)
         for secret in self._secrets_of(conn, conn.extra):
             _mask(secret)
-        return self._config_from(conn, conn.extra)
+        config = self._config_from(conn, conn.extra)
+        for secret in config.secrets:  # what validation read besides the fields (a key file's PEM)
+            _mask(secret)
+        return config
 
     async def aconfig(self) -> OAuthConfig:
         """Like :attr:`config`, read with ``aget_connection`` (safe on an event loop)."""
         if self._aconfig is None:
             conn = await self.aget_connection(self.salesforce_oauth_conn_id)
             await _amask(self._secrets_of(conn, conn.extra))
-            self._aconfig = self._config_from(conn, conn.extra)
+            config = self._config_from(conn, conn.extra)
+            await _amask(list(config.secrets))
+            self._aconfig = config
         return self._aconfig
 
     def _fernet_key(self) -> str | None:
