@@ -5,17 +5,16 @@ from here, so no release check lives anywhere else. Each name is looked up where
 release documents it first, then where older releases keep it (measured on 3.0.6, 3.1.8, 3.2.2
 and 3.3.2; see the README's "Supported versions")::
 
-    name                      3.0        3.1        3.2+                 fallback here
-    BaseHook                  core       sdk        sdk                  airflow.hooks.base
-    BaseHook.aget_connection  missing    sdk        sdk                  get_connection in a worker thread
-    broken extra JSON         "not defined" (3.0, 3.1)  passed on        message says so
-    conf                      core       core       sdk                  airflow.configuration
-    AirflowFailException,     core       core       sdk                  airflow.exceptions
-    AirflowSkipException,
-    TaskDeferred, AirflowSensorTimeout
-    AirflowException          core       sdk        sdk                  airflow.exceptions
-    mask_secret               sdk.log    sdk.log    sdk.log
-    amask_secret              missing    missing    missing (3.3.0+)     mask_secret in a worker thread
+    name                      3.0        3.1        3.2        3.3        fallback here
+    BaseHook                  core       sdk        sdk        sdk        airflow.hooks.base
+    BaseHook.aget_connection  missing    sdk        sdk        sdk        get_connection in a worker thread
+    extra not a JSON object   "not defined" "not defined" passed on   passed on  "not defined" says so
+    conf                      core       core       sdk        sdk        airflow.configuration
+    AirflowFailException,     core       core       sdk        sdk        airflow.exceptions
+      AirflowSkipException, TaskDeferred, AirflowSensorTimeout (same as AirflowFailException)
+    AirflowException          core       sdk        sdk        sdk        airflow.exceptions
+    mask_secret               sdk.log    sdk.log    sdk.log    sdk.log
+    amask_secret              missing    missing    missing    sdk.log    mask_secret in a worker thread
 
 The task runner of each release catches the exception classes that release defines, so the
 provider must raise exactly those: on 3.0 and 3.1 ``airflow.exceptions``, from 3.2 on the SDK's
