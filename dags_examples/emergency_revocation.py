@@ -8,8 +8,10 @@ Trigger it by hand (schedule ``None``) with the params:
 * ``dry_run`` (default **true**): report what would be revoked and revoke nothing. Re-trigger with
   ``dry_run`` false once the dry run's list looks right.
 
-Revocation is capped (``max_revocations``), idempotent (a token already gone counts as
-``already_invalid``) and every result names tokens by fingerprint only.
+* ``fail_on_not_found`` (default **true**): fail when a fingerprint matches no token — a typo, or
+  a token revoked earlier; the run still revokes every fingerprint that does match.
+
+Revocation is capped (``max_revocations``) and every result names tokens by fingerprint only.
 Runs unchanged against a real org: point the connection ``salesforce_oauth_default`` at it.
 """
 
@@ -41,6 +43,9 @@ with DAG(
         ),
         "revoke_current": Param(False, type="boolean", description="Also revoke the connection's current token"),
         "dry_run": Param(True, type="boolean", description="Report only; revoke nothing"),
+        "fail_on_not_found": Param(
+            True, type="boolean", description="Fail when a fingerprint matches no token (a typo, or revoked earlier)"
+        ),
     },
     tags=["salesforce", "example", "security"],
 ) as dag:
@@ -49,6 +54,7 @@ with DAG(
         salesforce_oauth_conn_id=CONN_ID,
         token_fingerprints="{{ params.token_fingerprints }}",
         dry_run="{{ params.dry_run }}",
+        fail_on_not_found="{{ params.fail_on_not_found }}",
         max_revocations=100,
     )
 
