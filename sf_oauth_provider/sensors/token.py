@@ -62,7 +62,8 @@ class SalesforceTokenSensor(BaseSensorOperator):
         super().__init__(**kwargs)
         if check not in _CHECKS:
             raise ValueError(
-                f"{type(self).__name__}: parameter 'check' must be one of {', '.join(map(repr, _CHECKS))}; got {check!r}"
+                f"{type(self).__name__}: parameter 'check' must be one of "
+                f"{', '.join(map(repr, _CHECKS))}; got {check!r}"
             )
         seconds = min_remaining.total_seconds() if isinstance(min_remaining, timedelta) else min_remaining
         if not isinstance(seconds, (int, float)) or isinstance(seconds, bool) or seconds < 0:
@@ -95,10 +96,11 @@ class SalesforceTokenSensor(BaseSensorOperator):
         from sf_oauth_provider.triggers.token import GetToken, Liveness, Step, resolve_check, run_flow, token_check_flow
 
         hook = self.hook
-        if getattr(hook.config, "jwt_certificate", None):  # expired: every JWT login fails; say why first
+        certificate = getattr(hook.config, "jwt_certificate", None)
+        if certificate:  # expired: every JWT login fails; say why first
             from sf_oauth_provider.client.certificate import check_not_expired
 
-            check_not_expired(hook.config.jwt_certificate, hook.config.conn_id)
+            check_not_expired(certificate, hook.config.conn_id)
         check = resolve_check(self.check, bool(hook.config.consumer_secret))
 
         def perform(step: Step) -> Any:
