@@ -32,12 +32,14 @@ from airflow.sdk.log import mask_secret
 try:  # 3.1+
     from airflow.sdk import BaseHook as _SdkBaseHook
 except ImportError:  # 3.0: the task SDK has no BaseHook yet
-    from airflow.hooks.base import BaseHook as _SdkBaseHook  # type: ignore[no-redef,assignment]
+    # 3.0-only branch: the checked release (3.3) keeps no BaseHook in airflow.hooks.base
+    from airflow.hooks.base import BaseHook as _SdkBaseHook  # type: ignore[no-redef,assignment,attr-defined]
 
 try:  # 3.2+
     from airflow.sdk import conf
 except ImportError:  # 3.0, 3.1
-    from airflow.configuration import conf  # type: ignore[no-redef]
+    # 3.0/3.1-only branch: core's parser type differs from the SDK's the checker sees
+    from airflow.configuration import conf  # type: ignore[no-redef,assignment]
 
 try:  # 3.2+: the SDK defines them and airflow.exceptions re-exports the same classes
     from airflow.sdk.exceptions import (
@@ -62,7 +64,7 @@ except ImportError:  # 3.0
 try:  # 3.3+
     from airflow.sdk.log import amask_secret as _amask_secret
 except ImportError:  # 3.0 to 3.2
-    _amask_secret = None
+    _amask_secret = None  # type: ignore[assignment]  # 3.0 to 3.2 have no async masker; checked below
 
 if TYPE_CHECKING:
     from airflow.sdk import Connection

@@ -377,7 +377,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(line)
     grants = {k: v for k, v in _as_dict(counters.get("grants")).items() if v}
     endpoints = {k: v for k, v in _as_dict(counters.get("endpoints")).items() if v}
-    print(f"Token requests the emulator saw: {sum(grants.values())} ({', '.join(f'{k}={v}' for k, v in grants.items()) or 'none'})")
+    by_grant = ", ".join(f"{k}={v}" for k, v in grants.items()) or "none"
+    print(f"Token requests the emulator saw: {sum(grants.values())} ({by_grant})")
     print("Requests by endpoint: " + ", ".join(f"{k}={v}" for k, v in sorted(endpoints.items())))
     print(f"Reports under: {output_dir}")
     html = _as_dict(_as_dict(next((r.xcoms for r in runs if r.dag_id == "token_audit"), {})).get("audit_tokens"))

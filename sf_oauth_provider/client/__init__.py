@@ -12,7 +12,9 @@ from sf_oauth_provider.client.token import IntrospectionResult, SalesforceToken,
 if TYPE_CHECKING:
     from sf_oauth_provider.client.provider import TokenProvider
 
-__all__ = ["OAuthConfig", "TokenProvider", "SalesforceOAuthError", "SalesforceToken", "IntrospectionResult", "fingerprint"]
+__all__ = [
+    "OAuthConfig", "TokenProvider", "SalesforceOAuthError", "SalesforceToken", "IntrospectionResult", "fingerprint",
+]
 
 
 def __getattr__(name: str) -> Any:

@@ -40,9 +40,9 @@ def normalize_pem(text: str) -> str:
         else:  # headers flattened too: split header fields from base64
             lines = body.split()
             keep = [ln for ln in lines if ":" in ln or "," in ln]
-            b64 = [ln for ln in lines if ln not in keep]
+            b64_lines = [ln for ln in lines if ln not in keep]
             headers = " ".join(keep).replace(" DEK-Info:", "\nDEK-Info:") + "\n\n"
-            body = "".join(b64)
+            body = "".join(b64_lines)
     b64 = "".join(body.split())
     wrapped = "\n".join(b64[i : i + 64] for i in range(0, len(b64), 64))
     return f"-----BEGIN {label}-----\n{headers}{wrapped}\n-----END {label}-----\n"
@@ -78,7 +78,8 @@ def load_private_key(
                 pem = fh.read()
         except OSError as exc:
             raise SalesforceConfigError(
-                f"Connection {conn_id!r}: extra 'jwt_key_file' cannot be read ({exc.strerror or type(exc).__name__}: {path})",
+                f"Connection {conn_id!r}: extra 'jwt_key_file' cannot be read "
+                f"({exc.strerror or type(exc).__name__}: {path})",
                 field=field,
                 hint="give a path readable by the worker and triggerer, or paste the key into 'private_key'",
             ) from None

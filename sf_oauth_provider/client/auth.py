@@ -102,19 +102,18 @@ class SalesforceTokenAuth(httpx.Auth):
         self._aget_token = aget_token
         self._conn_id = conn_id
 
-    def _authorize(self, request: httpx.Request, token: object) -> None:
+    def _authorize(self, request: httpx.Request, token: object) -> SalesforceToken:
         assert isinstance(token, SalesforceToken)
         check_bearer_target(request.url, token.instance_url, self._conn_id)
         request.headers["Authorization"] = f"Bearer {token.access_token}"
+        return token
 
     def _flow(self, request: httpx.Request) -> Generator[_NeedToken | httpx.Request, object, None]:
-        token = yield _NeedToken(None)
-        self._authorize(request, token)
+        token = self._authorize(request, (yield _NeedToken(None)))
         response = yield request
         assert isinstance(response, httpx.Response)
         if _expired(response):
-            token = yield _NeedToken(token.access_token)  # type: ignore[union-attr]
-            self._authorize(request, token)
+            self._authorize(request, (yield _NeedToken(token.access_token)))
             yield request
 
     def sync_auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
@@ -135,6 +134,7 @@ class SalesforceTokenAuth(httpx.Auth):
         flow = self._flow(request)
         item = next(flow)
         while True:
+            value: object  # a token for the flow's _NeedToken, else the server's response
             if isinstance(item, _NeedToken):
                 value = await self._aget_token(item.stale)
             else:

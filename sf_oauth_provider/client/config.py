@@ -180,7 +180,9 @@ class OAuthConfig:
             except (TypeError, ValueError):
                 raise fail(f"extra {name!r} must be a number of seconds, got {value!r}", f"extra.{name}") from None
             if not low <= result <= high:
-                raise fail(f"extra {name!r} must be between {low:g} and {high:g} seconds, got {value!r}", f"extra.{name}")
+                raise fail(
+                    f"extra {name!r} must be between {low:g} and {high:g} seconds, got {value!r}", f"extra.{name}"
+                )
             return result
 
         consumer_key = (login or "").strip()
@@ -194,17 +196,12 @@ class OAuthConfig:
         auth_flow = (text("auth_flow") or DEFAULT_FLOW).lower()
         flow = FLOWS.get(auth_flow)
         if flow is None:
-            raise fail(f"extra 'auth_flow' {extra.get('auth_flow')!r} is not one of {', '.join(FLOWS)}", "extra.auth_flow")
+            raise fail(
+                f"extra 'auth_flow' {extra.get('auth_flow')!r} is not one of {', '.join(FLOWS)}", "extra.auth_flow"
+            )
 
         host_url = _normalize_host(conn_id, host, port, fail)
-        if schema and schema.strip():
-            path = "/" + schema.strip().strip("/")
-            raise fail(
-                f"'schema' is {schema!r}: a connection URI's path ({path!r}) lands there, and this "
-                "connection type does not use it",
-                "schema",
-                f"put the whole base URL in 'host', e.g. {host_url}{path}, and leave 'schema' empty",
-            )
+        _refuse_schema(schema, host_url, fail)
         hostname = (urlsplit(host_url).hostname or "").lower()
         consumer_secret = (password or "").strip() or None
         loaded = flow.check(ConnectionFields(conn_id, hostname, consumer_secret, extra, text, fail))
@@ -219,16 +216,17 @@ class OAuthConfig:
 
         api_version = (text("api_version") or DEFAULT_API_VERSION).lstrip("vV")
         if not re.fullmatch(r"\d{2,3}\.\d", api_version):
-            raise fail(f"extra 'api_version' must look like '63.0', got {extra.get('api_version')!r}", "extra.api_version")
+            raise fail(
+                f"extra 'api_version' must look like '63.0', got {extra.get('api_version')!r}", "extra.api_version"
+            )
 
         cache = (text("cache") or "auto").lower()
         if cache not in CACHE_MODES:
-            raise fail(f"extra 'cache' must be one of {', '.join(CACHE_MODES)}, got {extra.get('cache')!r}", "extra.cache")
+            raise fail(
+                f"extra 'cache' must be one of {', '.join(CACHE_MODES)}, got {extra.get('cache')!r}", "extra.cache"
+            )
 
-        ca_bundle = text("ca_bundle")
-        if ca_bundle is not None and not (os.path.isfile(ca_bundle) and os.access(ca_bundle, os.R_OK)):
-            raise fail(f"extra 'ca_bundle' {ca_bundle!r} is not a readable file", "extra.ca_bundle",
-                       "give the path of a PEM file of CA certificates, or remove the field to use the system store")
+        ca_bundle = _readable_ca_bundle(text("ca_bundle"), fail)
 
         return cls(
             conn_id=conn_id,
@@ -249,6 +247,26 @@ class OAuthConfig:
             jwt_certificate=text("jwt_certificate"),
             credential_digest=_credential_digest(consumer_secret, private_key, refresh_token),
         )
+
+
+def _refuse_schema(schema: str | None, host_url: str, fail) -> None:
+    """Refuse a non-empty ``schema``: a connection URI's path lands there and would be silently dropped."""
+    if schema and schema.strip():
+        path = "/" + schema.strip().strip("/")
+        raise fail(
+            f"'schema' is {schema!r}: a connection URI's path ({path!r}) lands there, and this "
+            "connection type does not use it",
+            "schema",
+            f"put the whole base URL in 'host', e.g. {host_url}{path}, and leave 'schema' empty",
+        )
+
+
+def _readable_ca_bundle(ca_bundle: str | None, fail) -> str | None:
+    """Return ``ca_bundle`` unchanged if it is unset or a readable file; refuse it otherwise."""
+    if ca_bundle is not None and not (os.path.isfile(ca_bundle) and os.access(ca_bundle, os.R_OK)):
+        raise fail(f"extra 'ca_bundle' {ca_bundle!r} is not a readable file", "extra.ca_bundle",
+                   "give the path of a PEM file of CA certificates, or remove the field to use the system store")
+    return ca_bundle
 
 
 def _renamed_extras_resolved(conn_id: str, extra: dict[str, Any], fail) -> dict[str, Any]:
@@ -320,7 +338,11 @@ def _normalize_host(conn_id: str, host: str | None, port: int | None, fail) -> s
     except ValueError:
         raise fail(f"'host' {host!r} is not a URL", "host", example) from None
     if parts.scheme not in ("https", "http"):
-        raise fail(f"'host' must be an https URL, got scheme {parts.scheme!r} in {host!r}", "host", f"write https://…; {example}")
+        raise fail(
+            f"'host' must be an https URL, got scheme {parts.scheme!r} in {host!r}",
+            "host",
+            f"write https://…; {example}",
+        )
     if "@" in parts.netloc:
         # https://login.salesforce.com@evil.com connects to evil.com
         raise fail(

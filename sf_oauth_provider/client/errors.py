@@ -114,7 +114,9 @@ class SalesforceOAuthError(Exception):
             return text
 
         self.message = clean(self.message) or ""
-        self.error, self.error_description, self.hint = clean(self.error), clean(self.error_description), clean(self.hint)
+        self.error = clean(self.error)
+        self.error_description = clean(self.error_description)
+        self.hint = clean(self.hint)
         self.args = (str(self),)
         return self
 

@@ -20,6 +20,7 @@ import ssl
 import time
 import zlib
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, AsyncIterator, Awaitable, Callable, Generic, Iterator, TypeVar
 from urllib.parse import urljoin
 
@@ -207,7 +208,9 @@ class _DeadlineStream(httpcore.NetworkStream):
 
     def start_tls(self, ssl_context: Any, server_hostname: str | None = None,
                   timeout: float | None = None) -> httpcore.NetworkStream:
-        return _DeadlineStream(self._inner.start_tls(ssl_context, server_hostname, _left(timeout, httpcore.ConnectTimeout)))
+        return _DeadlineStream(
+            self._inner.start_tls(ssl_context, server_hostname, _left(timeout, httpcore.ConnectTimeout))
+        )
 
     def get_extra_info(self, info: str) -> Any:
         return self._inner.get_extra_info(info)
@@ -224,7 +227,9 @@ class _DeadlineBackend(httpcore.NetworkBackend):
 
     def connect_unix_socket(self, path: str, timeout: float | None = None,
                             socket_options: Any = None) -> httpcore.NetworkStream:
-        return _DeadlineStream(self._inner.connect_unix_socket(path, _left(timeout, httpcore.ConnectTimeout), socket_options))
+        return _DeadlineStream(
+            self._inner.connect_unix_socket(path, _left(timeout, httpcore.ConnectTimeout), socket_options)
+        )
 
     def sleep(self, seconds: float) -> None:
         self._inner.sleep(seconds)
@@ -538,7 +543,9 @@ class _Base:
         return token.with_expiry(float(info.exp), "introspection")
 
     def _log_reply(self, call: Call[Any], status: int, started: float) -> None:
-        log.debug("%s %s -> HTTP %d in %.0f ms", call.method, call.describe, status, (time.monotonic() - started) * 1000)
+        log.debug(
+            "%s %s -> HTTP %d in %.0f ms", call.method, call.describe, status, (time.monotonic() - started) * 1000
+        )
 
     def _deadline(self, overall: float | None) -> _Deadline:
         """The deadline of one try: ``timeout`` from now, and never past the retries' ``overall``."""
@@ -597,7 +604,8 @@ class SalesforceOAuthClient(_Base):
         super().__init__(config, retry=retry, on_secret=on_secret, clock=clock)
         self._owns_http = http is None
         self.http = http or httpx.Client(
-            transport=_with_deadlines(httpx.HTTPTransport(verify=tls_verify(self.config.ca_bundle)), _DeadlineBackend), **self._http_kwargs()
+            transport=_with_deadlines(httpx.HTTPTransport(verify=tls_verify(self.config.ca_bundle)), _DeadlineBackend),
+            **self._http_kwargs(),
         )
 
     def close(self) -> None:
@@ -691,7 +699,7 @@ class SalesforceOAuthClient(_Base):
         pager, next_url, renewed = self._pager(), None, False
         while True:
             try:
-                page = self.call(lambda token=token, next_url=next_url: self.query_call(token, soql, next_url))
+                page = self.call(partial(self.query_call, token, soql, next_url))
             except SalesforceSessionExpired:
                 if renew is None or renewed:
                     raise
@@ -723,7 +731,9 @@ class AsyncSalesforceOAuthClient(_Base):
         self._owns_http = http is None
         limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
         self.http = http or httpx.AsyncClient(
-            transport=_with_deadlines(httpx.AsyncHTTPTransport(verify=tls_verify(self.config.ca_bundle), limits=limits), _AsyncDeadlineBackend),
+            transport=_with_deadlines(
+                httpx.AsyncHTTPTransport(verify=tls_verify(self.config.ca_bundle), limits=limits), _AsyncDeadlineBackend
+            ),
             **self._http_kwargs(),
         )
 
@@ -808,7 +818,7 @@ class AsyncSalesforceOAuthClient(_Base):
         pager, next_url, renewed = self._pager(), None, False
         while True:
             try:
-                page = await self.call(lambda token=token, next_url=next_url: self.query_call(token, soql, next_url))
+                page = await self.call(partial(self.query_call, token, soql, next_url))
             except SalesforceSessionExpired:
                 if renew is None or renewed:
                     raise

@@ -100,25 +100,15 @@ def token_flow(
     if not layers:
         return Outcome((yield Fetch(None)), fetched=True)
     if not force:
-        for depth, store in enumerate(layers):
-            token = yield Read(store, key)
-            if token is not None and is_usable(token):
-                for upper in layers[:depth]:
-                    if not upper.shared:  # shared layers are written under the lock only
-                        yield Write(upper, key, token)
-                return Outcome(token)
+        cached = yield from _stored_usable(layers, key, is_usable)
+        if cached is not None:
+            return Outcome(cached)
     for store in reversed(layers):
         # the widest layer's lock; when it cannot be had (a shared store that is down, a stuck
         # holder), the next narrower one, so that at least this host refreshes once
         if (yield Lock(store, key)):
             break
-    found: list[tuple[TokenStore, SalesforceToken | None]] = []
-    for store in reversed(layers):
-        token = yield Read(store, key)
-        if stale_token is not None and token is not None and token.access_token == stale_token:
-            yield Invalidate(store, key, stale_token)
-            token = refresh_only(token) if token.refresh_token else None
-        found.append((store, token))
+    found = yield from _read_locked(layers, key, stale_token)
     if not (force and stale_token is None):
         for depth, (_, token) in enumerate(found):
             if token is not None and token.access_token and is_usable(token):
@@ -132,6 +122,36 @@ def token_flow(
     for store in layers:
         yield Write(store, key, token)
     return Outcome(token, fetched=True, refresh_token=refresh)
+
+
+def _stored_usable(
+    layers: Sequence[TokenStore], key: str, is_usable: Callable[[SalesforceToken], bool]
+) -> Generator[Step, Any, SalesforceToken | None]:
+    """The first usable stored token (narrowest layer first), copied into the narrower unshared
+    layers that missed it; None when no layer has one."""
+    for depth, store in enumerate(layers):
+        token = yield Read(store, key)
+        if token is not None and is_usable(token):
+            for upper in layers[:depth]:
+                if not upper.shared:  # shared layers are written under the lock only
+                    yield Write(upper, key, token)
+            return token
+    return None
+
+
+def _read_locked(
+    layers: Sequence[TokenStore], key: str, stale_token: str | None
+) -> Generator[Step, Any, list[tuple[TokenStore, SalesforceToken | None]]]:
+    """Every layer's token (widest first), read under the lock; ``stale_token`` is invalidated
+    where found, keeping only its refresh token."""
+    found: list[tuple[TokenStore, SalesforceToken | None]] = []
+    for store in reversed(layers):
+        token = yield Read(store, key)
+        if stale_token is not None and token is not None and token.access_token == stale_token:
+            yield Invalidate(store, key, stale_token)
+            token = refresh_only(token) if token.refresh_token else None
+        found.append((store, token))
+    return found
 
 
 def _newest_refresh_token(tokens: list[SalesforceToken | None]) -> str | None:
@@ -172,9 +192,11 @@ def run(flow: Generator[Step, Any, Any], fetch: Callable[[str | None], Salesforc
             if isinstance(step, Read):
                 answer = step.store.get(step.key)
             elif isinstance(step, Write):
-                answer = step.store.put(step.key, step.token)
+                step.store.put(step.key, step.token)
+                answer = None
             elif isinstance(step, Invalidate):
-                answer = step.store.invalidate(step.key, step.access_token)
+                step.store.invalidate(step.key, step.access_token)
+                answer = None
             elif isinstance(step, Lock):
                 answer = held.enter_context(step.store.lock(step.key, lock_timeout))
             else:
@@ -195,9 +217,11 @@ async def arun(
             if isinstance(step, Read):
                 answer = await step.store.aget(step.key)
             elif isinstance(step, Write):
-                answer = await step.store.aput(step.key, step.token)
+                await step.store.aput(step.key, step.token)
+                answer = None
             elif isinstance(step, Invalidate):
-                answer = await step.store.ainvalidate(step.key, step.access_token)
+                await step.store.ainvalidate(step.key, step.access_token)
+                answer = None
             elif isinstance(step, Lock):
                 answer = await held.enter_async_context(step.store.alock(step.key, lock_timeout))
             else:

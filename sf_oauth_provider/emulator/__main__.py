@@ -82,7 +82,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
     try:
-        state_dir = prepare_state_dir(args.state_dir) if args.state_dir else Path(tempfile.mkdtemp(prefix="sf-emulator-"))
+        state_dir = (
+            prepare_state_dir(args.state_dir) if args.state_dir else Path(tempfile.mkdtemp(prefix="sf-emulator-"))
+        )
     except UnsafeStateDir as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

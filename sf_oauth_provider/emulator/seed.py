@@ -259,18 +259,8 @@ def populate(org: Org) -> None:
         )
         if last_used is not None:  # masked, unusable trace of the last access token
             appr.last_access_mask = org.org_id[:15] + "****"
-        tok = appr.refresh_token
-        facts["all_delete_tokens"].append(tok)
-        idle_days = used_days if used_days is not None else created_days
-        if idle_days > STALE_DAYS:
-            facts["stale_delete_tokens"].append(tok)
-        if used_days is None:
-            facts["never_used_delete_tokens"].append(tok)
-        if not user.is_active:
-            facts["inactive_user_delete_tokens"].append(tok)
-        if "full" in scope.split():
-            facts["full_scope_delete_tokens"].append(tok)
-        return tok
+        _record_facts(facts, appr.refresh_token, user, scope, created_days, used_days)
+        return appr.refresh_token
 
     demo_refresh = row(loader, integration, "api refresh_token", 20, 1, 42)
     # analyst: exactly five approvals for Salesforce Mobile
@@ -297,50 +287,13 @@ def populate(org: Org) -> None:
         scope = "full refresh_token" if rng.random() < 0.2 else rng.choice(
             ["api refresh_token", "api id web refresh_token"]
         )
-        created = float(rng.randint(5, 720))
-        kind = rng.random()
-        if kind < 0.2:
-            used: float | None = None
-        elif kind < 0.6:
-            used = float(rng.randint(0, min(60, int(created))))
-        else:
-            used = float(rng.randint(100, max(100, int(created))))
-            if used > created:
-                created = used + rng.randint(1, 60)
-        # keep away from the 90-day boundary so "stale" is unambiguous
-        if used is None and 80 <= created <= 100:
-            created += 30
+        created, used = _random_age(rng)
         row(app, user, scope, created, used, 0 if used is None else rng.randint(1, 500))
 
     # accounts & opportunities
     for name, industry in _ACCOUNTS:
         org.accounts.append({"Id": ids.make("001"), "Name": name, "Industry": industry})
-    today = dt.datetime.fromtimestamp(now, dt.timezone.utc).date()
-    yesterday = today - dt.timedelta(days=1)
-    closed_won_yesterday: list[str] = []
-    for i in range(30):
-        acc = org.accounts[i % len(org.accounts)]
-        if i < 6:
-            stage, close = "Closed Won", yesterday
-        elif i < 10:
-            stage, close = "Closed Won", today - dt.timedelta(days=rng.randint(5, 200))
-        elif i < 14:
-            stage, close = "Closed Lost", today - dt.timedelta(days=rng.randint(1, 120))
-        else:
-            stage, close = rng.choice(_STAGES_OPEN), today + dt.timedelta(days=rng.randint(1, 180))
-        opp = {
-            "Id": ids.make("006"),
-            "Name": f"{acc['Name']} - Deal {i + 1:02d}",
-            "AccountId": acc["Id"],
-            "Amount": float(rng.randint(5, 500) * 1000),
-            "StageName": stage,
-            "CloseDate": close,
-            "IsWon": stage == "Closed Won",
-            "IsClosed": stage in ("Closed Won", "Closed Lost"),
-        }
-        org.opportunities.append(opp)
-        if stage == "Closed Won" and close == yesterday:
-            closed_won_yesterday.append(opp["Id"])
+    closed_won_yesterday = _add_opportunities(org, rng, ids, now)
 
     org.demo.org_id = org.org_id
     org.demo.jwt_app_name = jwt_app.name
@@ -376,3 +329,69 @@ def populate(org: Org) -> None:
         "opportunity_count": len(org.opportunities),
         "user_count": len(org.users),
     }
+
+
+def _record_facts(
+    facts: dict[str, list[Any]], tok: str, user: User, scope: str, created_days: float, used_days: float | None
+) -> None:
+    """File the DeleteToken ``tok`` under every audit category it belongs to (what tests expect)."""
+    facts["all_delete_tokens"].append(tok)
+    idle_days = used_days if used_days is not None else created_days
+    if idle_days > STALE_DAYS:
+        facts["stale_delete_tokens"].append(tok)
+    if used_days is None:
+        facts["never_used_delete_tokens"].append(tok)
+    if not user.is_active:
+        facts["inactive_user_delete_tokens"].append(tok)
+    if "full" in scope.split():
+        facts["full_scope_delete_tokens"].append(tok)
+
+
+def _random_age(rng: random.Random) -> tuple[float, float | None]:
+    """``(created, last used)`` days ago of a filler approval: a fifth never used, the rest
+    recently or long ago (draws from ``rng`` in a fixed order, so the seed decides the data)."""
+    created = float(rng.randint(5, 720))
+    kind = rng.random()
+    if kind < 0.2:
+        used: float | None = None
+    elif kind < 0.6:
+        used = float(rng.randint(0, min(60, int(created))))
+    else:
+        used = float(rng.randint(100, max(100, int(created))))
+        if used > created:
+            created = used + rng.randint(1, 60)
+    # keep away from the 90-day boundary so "stale" is unambiguous
+    if used is None and 80 <= created <= 100:
+        created += 30
+    return created, used
+
+
+def _add_opportunities(org: Org, rng: random.Random, ids: _Ids, now: float) -> list[str]:
+    """Add 30 opportunities over the seeded accounts; return the ids of those closed won yesterday."""
+    today = dt.datetime.fromtimestamp(now, dt.timezone.utc).date()
+    yesterday = today - dt.timedelta(days=1)
+    closed_won_yesterday: list[str] = []
+    for i in range(30):
+        acc = org.accounts[i % len(org.accounts)]
+        if i < 6:
+            stage, close = "Closed Won", yesterday
+        elif i < 10:
+            stage, close = "Closed Won", today - dt.timedelta(days=rng.randint(5, 200))
+        elif i < 14:
+            stage, close = "Closed Lost", today - dt.timedelta(days=rng.randint(1, 120))
+        else:
+            stage, close = rng.choice(_STAGES_OPEN), today + dt.timedelta(days=rng.randint(1, 180))
+        opp = {
+            "Id": ids.make("006"),
+            "Name": f"{acc['Name']} - Deal {i + 1:02d}",
+            "AccountId": acc["Id"],
+            "Amount": float(rng.randint(5, 500) * 1000),
+            "StageName": stage,
+            "CloseDate": close,
+            "IsWon": stage == "Closed Won",
+            "IsClosed": stage in ("Closed Won", "Closed Lost"),
+        }
+        org.opportunities.append(opp)
+        if stage == "Closed Won" and close == yesterday:
+            closed_won_yesterday.append(opp["Id"])
+    return closed_won_yesterday

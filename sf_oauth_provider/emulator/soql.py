@@ -303,21 +303,9 @@ class _Parser:
         if t.kind == "number":
             return float(t.text) if "." in t.text else int(t.text)
         if t.kind == "date":
-            try:
-                d = dt.date.fromisoformat(t.text)
-            except ValueError:
-                raise SoqlError("MALFORMED_QUERY", f"invalid date: {t.text}") from None
-            start = dt.datetime(d.year, d.month, d.day, tzinfo=UTC)
-            return DateRange(start, start + dt.timedelta(days=1), True)
+            return _date_literal(t.text)
         if t.kind == "datetime":
-            text = t.text.replace("Z", "+00:00")
-            if re.search(r"[+-]\d{4}$", text):
-                text = text[:-2] + ":" + text[-2:]
-            try:
-                when = dt.datetime.fromisoformat(text).astimezone(UTC)
-            except ValueError:
-                raise SoqlError("MALFORMED_QUERY", f"invalid datetime: {t.text}") from None
-            return DateRange(when, when + dt.timedelta(microseconds=1), False)
+            return _datetime_literal(t.text)
         if t.kind == "ident":
             word = t.text.upper()
             if word == "TRUE":
@@ -343,6 +331,28 @@ class _Parser:
         self.i -= 1
         self.fail()
         raise AssertionError("unreachable")
+
+
+def _date_literal(literal: str) -> DateRange:
+    """The whole UTC day of a date literal such as ``2024-05-01``."""
+    try:
+        d = dt.date.fromisoformat(literal)
+    except ValueError:
+        raise SoqlError("MALFORMED_QUERY", f"invalid date: {literal}") from None
+    start = dt.datetime(d.year, d.month, d.day, tzinfo=UTC)
+    return DateRange(start, start + dt.timedelta(days=1), True)
+
+
+def _datetime_literal(literal: str) -> DateRange:
+    """The instant of a datetime literal such as ``2024-05-01T10:00:00Z`` or ``…+0200``."""
+    text = literal.replace("Z", "+00:00")
+    if re.search(r"[+-]\d{4}$", text):
+        text = text[:-2] + ":" + text[-2:]
+    try:
+        when = dt.datetime.fromisoformat(text).astimezone(UTC)
+    except ValueError:
+        raise SoqlError("MALFORMED_QUERY", f"invalid datetime: {literal}") from None
+    return DateRange(when, when + dt.timedelta(microseconds=1), False)
 
 
 def parse(q: str, now: float) -> Query:

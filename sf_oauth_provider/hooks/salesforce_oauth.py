@@ -6,7 +6,7 @@ import collections
 import contextlib
 import json
 from functools import cached_property
-from typing import TYPE_CHECKING, Any, AsyncIterator, Awaitable, Callable, Iterator, TypeVar
+from typing import TYPE_CHECKING, Any, AsyncIterator, Awaitable, Callable, Iterator, TypeVar, cast
 
 from sf_oauth_provider._compat import BaseHook, conf
 from sf_oauth_provider.client.config import OAuthConfig
@@ -14,6 +14,8 @@ from sf_oauth_provider.client.errors import SalesforceConfigError, SalesforceOAu
 from sf_oauth_provider.client.token import IntrospectionResult, SalesforceToken
 
 if TYPE_CHECKING:
+    import logging
+
     import httpx
 
     from sf_oauth_provider.client.cache import TokenCache
@@ -89,7 +91,8 @@ class SalesforceOAuthHook(BaseHook):
                 )
         if conn.conn_type and conn.conn_type.replace("-", "_") != self.conn_type:
             raise SalesforceConfigError(
-                f"Connection {self.salesforce_oauth_conn_id!r} has conn_type {conn.conn_type!r}, not {self.conn_type!r}",
+                f"Connection {self.salesforce_oauth_conn_id!r} has conn_type {conn.conn_type!r}, "
+                f"not {self.conn_type!r}",
                 field="conn_type",
             )
         return OAuthConfig.from_connection_fields(
@@ -145,7 +148,9 @@ class SalesforceOAuthHook(BaseHook):
 
         return TokenProvider(
             config, leeway=self.leeway, cache_dir=default_cache_dir(), fernet_key=self._fernet_key(),
-            retry=self.retry, on_secret=self._unmasked.append, logger=self.log, client_factory=lambda: self.client,
+            retry=self.retry, on_secret=self._unmasked.append, client_factory=lambda: self.client,
+            # Airflow's task logger is not a logging.Logger but has the methods the client calls
+            logger=cast("logging.Logger", self.log),
             # [sf_oauth] redis_url (env AIRFLOW__SF_OAUTH__REDIS_URL); unset: $SF_OAUTH_REDIS_URL
             redis_url=conf.get("sf_oauth", "redis_url", fallback=None) or None,
         )
@@ -188,10 +193,14 @@ class SalesforceOAuthHook(BaseHook):
 
         return SalesforceOAuthClient(self.config, retry=self.retry, on_secret=_mask)
 
-    def _async_client(self, config: OAuthConfig, sink: list[str], max_connections: int = 16) -> AsyncSalesforceOAuthClient:
+    def _async_client(
+        self, config: OAuthConfig, sink: list[str], max_connections: int = 16
+    ) -> AsyncSalesforceOAuthClient:
         from sf_oauth_provider.client.oauth import AsyncSalesforceOAuthClient
 
-        return AsyncSalesforceOAuthClient(config, retry=self.retry, on_secret=sink.append, max_connections=max_connections)
+        return AsyncSalesforceOAuthClient(
+            config, retry=self.retry, on_secret=sink.append, max_connections=max_connections
+        )
 
     @contextlib.asynccontextmanager
     async def async_client(self, max_connections: int = 16) -> AsyncIterator[AsyncSalesforceOAuthClient]:
@@ -201,7 +210,8 @@ class SalesforceOAuthHook(BaseHook):
 
         :param max_connections: size of the connection pool
         """
-        config, sink = await self.aconfig(), []
+        config = await self.aconfig()
+        sink: list[str] = []
         try:
             async with self._async_client(config, sink, max_connections) as client:
                 yield client
@@ -292,7 +302,9 @@ class SalesforceOAuthHook(BaseHook):
         _mask(value)
         return self.client.introspect(value, token_type_hint)
 
-    async def aintrospect(self, token: str | SalesforceToken, token_type_hint: str = "access_token") -> IntrospectionResult:
+    async def aintrospect(
+        self, token: str | SalesforceToken, token_type_hint: str = "access_token"
+    ) -> IntrospectionResult:
         """Async :meth:`introspect`."""
         value = token.access_token if isinstance(token, SalesforceToken) else token
         async with self.async_client(max_connections=1) as client:
@@ -360,7 +372,10 @@ class SalesforceOAuthHook(BaseHook):
         token = self.get_token()
         session = _requests_session(self.config.ca_bundle)
         return Salesforce(
-            instance_url=token.instance_url, session_id=token.access_token, version=self.config.api_version, session=session
+            instance_url=token.instance_url,
+            session_id=token.access_token,
+            version=self.config.api_version,
+            session=session,
         )
 
     def test_connection(self) -> tuple[bool, str]:
@@ -372,7 +387,9 @@ class SalesforceOAuthHook(BaseHook):
         except SalesforceOAuthError as exc:
             return False, str(exc)
         user = info.get("preferred_username") or info.get("user_id") or "?"
-        return True, f"Authenticated as {user} on {token.instance_url} ({self.config.auth_flow}); token {token.fingerprint}"
+        return True, (
+            f"Authenticated as {user} on {token.instance_url} ({self.config.auth_flow}); token {token.fingerprint}"
+        )
 
 
 def _requests_session(ca_bundle: str | None) -> Any:

@@ -315,7 +315,9 @@ class SalesforceRevokeTokenOperator(RenderedFieldsMixin, BaseOperator):
                     unmatched.append(fp)
                     continue
                 for row in matches:
-                    targets.setdefault(row.fingerprint, _Target(row.delete_token, row.fingerprint, row.app, row.username))
+                    targets.setdefault(
+                        row.fingerprint, _Target(row.delete_token, row.fingerprint, row.app, row.username)
+                    )
         if revoke_current:
             current = hook.get_token()
             config = hook.config

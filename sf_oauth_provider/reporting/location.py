@@ -39,7 +39,9 @@ class ReportFolder:
     :param file_mode: permission bits of local files (default 0600: only this user can read them)
     """
 
-    def __init__(self, location: str | os.PathLike[str] | Any, what: str = "report_dir", file_mode: int = 0o600) -> None:
+    def __init__(
+        self, location: str | os.PathLike[str] | Any, what: str = "report_dir", file_mode: int = 0o600
+    ) -> None:
         self.what = what
         self.file_mode = int(file_mode)
         if self.file_mode & ~0o777:
@@ -49,7 +51,7 @@ class ReportFolder:
         protocol = getattr(location, "protocol", None)
         if protocol is not None:  # an ObjectStoragePath already
             if protocol in ("file", "local"):
-                self.local = Path(str(location.path))
+                self.local = Path(str(location.path))  # type: ignore[union-attr]  # has .protocol: an ObjectStoragePath
             else:
                 self.remote = location
             return
@@ -186,6 +188,7 @@ class ReportFolder:
             except FileNotFoundError:
                 return None
             return None if len(data) > MAX_READ_BYTES else data.decode("utf-8", "replace")
+        assert self.local is not None  # no remote: __init__ set a local folder
         if not self.local.is_dir():
             return None
         with self._opened_dir() as dir_fd:

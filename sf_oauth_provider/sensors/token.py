@@ -92,10 +92,11 @@ class SalesforceTokenSensor(BaseSensorOperator):
         from sf_oauth_provider.token_check import GetToken, Liveness, Step, resolve_check, run_flow, token_check_flow
 
         hook = self.hook
-        if getattr(hook.config, "jwt_certificate", None):  # expired: every JWT login fails; say why first
+        certificate = getattr(hook.config, "jwt_certificate", None)
+        if certificate:  # expired: every JWT login fails; say why first
             from sf_oauth_provider.client.certificate import check_not_expired
 
-            check_not_expired(hook.config.jwt_certificate, hook.config.conn_id)
+            check_not_expired(certificate, hook.config.conn_id)
         check = resolve_check(self.check, bool(hook.config.consumer_secret))
 
         def perform(step: Step) -> Any:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import replace
-from typing import AsyncContextManager, ContextManager, Protocol, runtime_checkable
+from typing import AsyncContextManager, ContextManager, Literal, Protocol, TypeGuard, runtime_checkable
 
 from sf_oauth_provider.client.token import SalesforceToken
 
@@ -27,12 +27,14 @@ def refresh_only(token: SalesforceToken) -> SalesforceToken:
     return replace(token, access_token="", expires_at=0.0, expires_at_source="invalidated")
 
 
-def has_access_token(token: SalesforceToken | None) -> bool:
+def has_access_token(token: SalesforceToken | None) -> TypeGuard[SalesforceToken]:
     """True when ``token`` holds an access token (not a :func:`refresh_only` entry)."""
     return token is not None and bool(token.access_token)
 
 
-def forget_access_token(current: SalesforceToken | None, access_token: str | None) -> SalesforceToken | None | bool:
+def forget_access_token(
+    current: SalesforceToken | None, access_token: str | None
+) -> SalesforceToken | None | Literal[False]:
     """What a store keeps after ``invalidate(access_token)``.
 
     :returns: ``False`` to keep ``current`` unchanged (it is another token), ``None`` to delete

@@ -144,7 +144,9 @@ async def task_locked(
         lock.release()
 
 
-def acquire_flock(path: Path, timeout: float, cancelled: threading.Event | None = None) -> tuple[int | None, str | None]:
+def acquire_flock(
+    path: Path, timeout: float, cancelled: threading.Event | None = None
+) -> tuple[int | None, str | None]:
     """Take an exclusive flock on ``path``, polling until ``timeout`` seconds have passed.
 
     flock belongs to the open file description, so each call opens its own fd: two threads of

@@ -272,7 +272,7 @@ class RedisStore:
         try:
             yield held
         finally:
-            if held:
+            if held and lock is not None:  # held: the lock was made and acquired
                 try:
                     lock.release()
                 except self._errors() as exc:  # expired and taken by another, or Redis died
@@ -339,7 +339,7 @@ class RedisStore:
             try:
                 yield held
             finally:
-                if held:
+                if held and lock is not None:  # held: the lock was made and acquired
                     try:
                         await lock.release()
                     except self._errors() as exc:

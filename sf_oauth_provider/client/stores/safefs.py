@@ -151,7 +151,9 @@ def _temp_name(label: str) -> str:
     return f"{TEMP_PREFIX}{label}.{secrets.token_hex(8)}.tmp"
 
 
-def write_private_file(directory: Path, name: str, data: bytes, *, fsync: bool = True, publish: str = "replace") -> None:
+def write_private_file(
+    directory: Path, name: str, data: bytes, *, fsync: bool = True, publish: str = "replace"
+) -> None:
     """Write ``data`` to ``directory/name`` atomically, 0600, through a new temp file of our own
     (``O_EXCL | O_NOFOLLOW``).
 

@@ -216,7 +216,9 @@ async def data_api(request: Request) -> Response:
     if m is None:
         return _not_found()
     if request.method not in ("GET", "HEAD"):
-        return data_error("METHOD_NOT_ALLOWED", f"HTTP Method '{request.method}' not allowed. Allowed are GET,HEAD", 405)
+        return data_error(
+            "METHOD_NOT_ALLOWED", f"HTTP Method '{request.method}' not allowed. Allowed are GET,HEAD", 405
+        )
     rec = org.use_access_token(bearer(request))
     if rec is None:
         return data_error("INVALID_SESSION_ID", "Session expired or invalid", 401)

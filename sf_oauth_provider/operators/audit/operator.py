@@ -289,7 +289,8 @@ class SalesforceTokenAuditOperator(RenderedFieldsMixin, BaseOperator):
             push_return_value(context, result)
             kinds = ", ".join(f"{n} {k}" for k, n in result["counts"]["by_kind"].items())
             raise AirflowFailException(
-                f"The audit found {result['counts']['findings']} findings ({kinds}); see {result['report_files']['html']}"
+                f"The audit found {result['counts']['findings']} findings ({kinds}); "
+                f"see {result['report_files']['html']}"
             )
         return result
 

@@ -81,7 +81,8 @@ def _previous_pairs(previous: dict[str, Any] | None) -> set[tuple[str, str]] | N
         if not isinstance(f, dict):
             continue
         subject = f.get("id") or f.get("fingerprint")  # schema 1 had no id
-        kinds = f.get("kinds") if isinstance(f.get("kinds"), list) else [f.get("kind")]
+        listed = f.get("kinds")
+        kinds = listed if isinstance(listed, list) else [f.get("kind")]
         pairs.update((str(subject), str(k)) for k in kinds if subject and k)
     return pairs
 

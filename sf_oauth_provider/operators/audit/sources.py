@@ -184,7 +184,8 @@ class Collector:
         if not jobs:
             return
         mask_secrets(job.secret for job in jobs)
-        hook, config, sink = self.hook, self.hook.config, []
+        hook, config = self.hook, self.hook.config
+        sink: list[str] = []
         progress = Progress(self.log, len(jobs), "introspected")
         abort: list[str] = []  # a refused client makes every further call fail the same way
         self.log.info("Introspecting %s tokens, %d at a time", f"{len(jobs):,}", self.max_concurrency)
