@@ -3,25 +3,36 @@
     from sf_oauth_provider.client import OAuthConfig, TokenProvider
 """
 
+from __future__ import annotations
+
+from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
-from sf_oauth_provider.client.config import OAuthConfig
-from sf_oauth_provider.client.errors import SalesforceOAuthError
-from sf_oauth_provider.client.token import IntrospectionResult, SalesforceToken, fingerprint
-
 if TYPE_CHECKING:
+    from sf_oauth_provider.client.config import OAuthConfig
+    from sf_oauth_provider.client.errors import SalesforceOAuthError
     from sf_oauth_provider.client.provider import TokenProvider
+    from sf_oauth_provider.client.token import IntrospectionResult, SalesforceToken, fingerprint
 
 __all__ = [
     "OAuthConfig", "TokenProvider", "SalesforceOAuthError", "SalesforceToken", "IntrospectionResult", "fingerprint",
 ]
 
+#: where each public name lives. Loaded on first use: Airflow imports the provider info (which
+#: reads the auth-flow registry in this package) in every process, and a DAG file that imports an
+#: operator must not pay for the config, the stores or cryptography.
+_EXPORTS = {
+    "OAuthConfig": "config",
+    "TokenProvider": "provider",
+    "SalesforceOAuthError": "errors",
+    "SalesforceToken": "token",
+    "IntrospectionResult": "token",
+    "fingerprint": "token",
+}
+
 
 def __getattr__(name: str) -> Any:
-    # The provider pulls in httpx-free but heavier modules (cryptography, the stores): a DAG file
-    # that only imports the hook module (which imports config from here) does not pay for them.
-    if name == "TokenProvider":
-        from sf_oauth_provider.client.provider import TokenProvider
-
-        return TokenProvider
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(import_module(f"{__name__}.{module}"), name)

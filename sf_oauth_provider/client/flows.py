@@ -14,10 +14,9 @@ import hashlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, ClassVar
 
-from sf_oauth_provider.client.errors import SalesforceConfigError
-
 if TYPE_CHECKING:
     from sf_oauth_provider.client.config import OAuthConfig
+    from sf_oauth_provider.client.errors import SalesforceConfigError
 
 __all__ = ["AuthFlow", "ConnectionFields", "FLOWS", "DEFAULT_FLOW", "JWT_GRANT", "flow_named", "register"]
 
