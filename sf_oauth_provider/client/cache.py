@@ -21,6 +21,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from sf_oauth_provider.client import singleflight
+from sf_oauth_provider.client.config import CACHE_MODES
 from sf_oauth_provider.client.stores import FileStore, MemoryStore, Rejected, TokenStore, has_access_token
 from sf_oauth_provider.client.stores.memory import (
     _MEMORY,  # noqa: F401  (tests forget process memory through it)
@@ -29,9 +30,8 @@ from sf_oauth_provider.client.stores.memory import (
 from sf_oauth_provider.client.stores.safefs import warn_once
 from sf_oauth_provider.client.token import SalesforceToken
 
-__all__ = ["TokenCache", "default_cache_dir", "CACHE_MODES"]
+__all__ = ["TokenCache", "default_cache_dir"]
 
-CACHE_MODES: tuple[str, ...] = ("auto", "redis", "file", "memory", "none")
 
 _KEY_RE = re.compile(r"[A-Za-z0-9_-]{1,128}")
 _log = logging.getLogger(__name__)
@@ -66,7 +66,7 @@ class TokenCache:
     Building one in file mode does I/O (directory checks, key file): async code builds it in a
     thread, once.
 
-    :param mode: one of :data:`CACHE_MODES`
+    :param mode: one of :data:`~sf_oauth_provider.client.config.CACHE_MODES`
     :param cache_dir: directory for the file cache; default :func:`default_cache_dir`
     :param fernet_key: Airflow's Fernet key (or ``new,old`` list); encrypts the cache when valid
     :param lock_timeout: seconds to wait for another refresh before fetching anyway
