@@ -66,6 +66,20 @@ def test_release_specific_airflow_names_are_imported_only_through_the_seam():
     assert not offenders, "import these through sf_oauth_provider._compat:\n" + "\n".join(offenders)
 
 
+def test_tests_reach_release_specific_names_through_their_helper():
+    """A test importing ``airflow.sdk.exceptions`` directly cannot even be collected on 3.0/3.1."""
+    tests = REPO / "tests"
+    skip = {tests / "airflow_compat.py", tests / "test_compat.py"}
+    offenders = [
+        hit
+        for path in sorted(tests.rglob("*.py"))
+        if path not in skip
+        for hit in _forbidden_imports(path)
+        if not hit.endswith("import AirflowNotFoundException")  # airflow.exceptions has it on every 3.x
+    ]
+    assert not offenders, "import these through tests/airflow_compat.py:\n" + "\n".join(offenders)
+
+
 def test_the_seam_finds_the_classes_the_installed_task_runner_handles():
     # airflow.exceptions holds, on every 3.x release, the classes its task runner catches (3.0 and
     # 3.1 define them there; 3.2+ re-export the SDK's): the provider must raise those very classes,

@@ -82,7 +82,8 @@ def test_conn_fields_are_the_extras_the_config_reads():
 def test_airflow_masker_leaves_non_secret_field_values_readable(tmp_path):
     """Airflow masks the value of every extra whose *name* looks sensitive (``token_cache``,
     ``private_key_path`` did): ``memory`` or a key file path turned into ``***`` in every log line."""
-    from airflow.sdk.log import mask_secret, redact
+    from sf_oauth_provider._compat import mask_secret
+    from tests.airflow_compat import redact
 
     (conn,) = get_provider_info()["connection-types"]
     key_file = str(tmp_path / "salesforce-jwt.pem")

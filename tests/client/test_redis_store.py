@@ -269,7 +269,7 @@ def test_airflow_config_declares_the_redis_url_setting():
 
     schema = json.loads((Path(airflow.__file__).parent / "provider_info.schema.json").read_text())
     jsonschema.validate(get_provider_info(), schema)
-    from airflow.configuration import conf
+    from sf_oauth_provider._compat import conf
 
     option = conf.configuration_description["sf_oauth"]["options"]["redis_url"]
     assert option["sensitive"] is True and option["default"] is None

@@ -8,7 +8,7 @@ import datetime as dt
 from pathlib import Path
 
 import pytest
-from airflow.sdk.exceptions import AirflowFailException
+from tests.airflow_compat import AirflowFailException
 
 from sf_oauth_provider.operators.audit import SalesforceTokenAuditOperator
 from sf_oauth_provider.sensors.token import SalesforceTokenSensor

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 from airflow.sdk import BaseNotifier
-from airflow.sdk.exceptions import AirflowFailException
+from tests.airflow_compat import AirflowFailException
 
 from sf_oauth_provider.client.token import fingerprint
 from sf_oauth_provider.operators.audit import SalesforceTokenAuditOperator
@@ -107,7 +107,7 @@ def test_a_failing_notifier_fails_the_task_after_the_report(sf_connections, emul
     def broken(summary: dict[str, Any]) -> None:
         raise ConnectionError("chat service down")
 
-    from airflow.sdk.exceptions import AirflowException
+    from tests.airflow_compat import AirflowException
 
     with pytest.raises(AirflowException, match="notifier failed"):
         audit(str(tmp_path), on_findings=broken)

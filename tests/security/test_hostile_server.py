@@ -284,7 +284,7 @@ def test_connection_error_chain_holds_no_request_or_secret():
 # ---- the sensor fails at its first check, naming the connection and the host once ----------------
 @pytest.mark.parametrize("deferrable", [False, True], ids=["poke", "deferrable"])
 def test_sensor_fails_at_first_check_on_a_wrong_host(deferrable, set_connection, cache_dir):
-    from airflow.sdk.exceptions import AirflowFailException
+    from tests.airflow_compat import AirflowFailException
 
     from sf_oauth_provider.sensors.token import SalesforceTokenSensor
 

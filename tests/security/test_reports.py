@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
-from airflow.sdk.exceptions import AirflowFailException
+from tests.airflow_compat import AirflowFailException
 
 from sf_oauth_provider.operators.audit import SalesforceTokenAuditOperator
 from tests.operators.test_audit import context

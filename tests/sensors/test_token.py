@@ -140,7 +140,7 @@ def test_deferrable_fails_without_deferring_on_a_permanent_error(emulator, sf_co
 
 
 async def test_deferred_sensor_times_out_with_the_last_error(emulator, sf_connections):
-    from airflow.sdk.exceptions import AirflowSensorTimeout
+    from tests.airflow_compat import AirflowSensorTimeout
 
     emulator.org.set_faults("token", rate=1.0)  # a long outage: every token request 503
     task = sensor(deferrable=True, timeout=1, poke_interval=0.2)
