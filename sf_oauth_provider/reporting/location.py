@@ -48,6 +48,8 @@ class ReportFolder:
             raise ReportLocationError(f"{what}: file mode {oct(self.file_mode)} is not a permission mode like 0o600")
         self.local: Path | None = None
         self.remote: Any = None  # ObjectStoragePath
+        #: the location as the user wrote it, for messages (ObjectStoragePath's str() differs by release)
+        self.shown = str(location)
         protocol = getattr(location, "protocol", None)
         if protocol is not None:  # an ObjectStoragePath already
             if protocol in ("file", "local"):
@@ -132,7 +134,7 @@ class ReportFolder:
             self.remote.mkdir(parents=True, exist_ok=True)
         except ValueError:  # Airflow's "No filesystem registered for scheme …"
             raise ReportLocationError(
-                f"{self.what} {str(self.remote)!r}: Airflow has no object storage for {self.remote.protocol!r}; "
+                f"{self.what} {self.shown!r}: Airflow has no object storage for {self.remote.protocol!r}; "
                 "install the provider that serves it (e.g. apache-airflow-providers-amazon for s3://, "
                 "-google for gs://) or use a local folder"
             ) from None

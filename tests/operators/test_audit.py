@@ -34,7 +34,10 @@ class FakeTI:
 
 
 def context() -> dict[str, Any]:
-    return {"ti": FakeTI()}
+    """What a task's context holds that the operators read (Airflow 3.0's notifiers need ``dag``)."""
+    from airflow.sdk import DAG
+
+    return {"ti": FakeTI(), "dag": DAG("operator_tests", schedule=None)}
 
 
 def all_secrets(org: Any) -> list[str]:

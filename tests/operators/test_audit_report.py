@@ -67,7 +67,9 @@ def test_reports_to_object_storage(sf_connections, emulator, memory_store):
     from airflow.sdk import ObjectStoragePath
 
     result = audit("memory://audit-bucket/salesforce/prod")
-    assert result["report_files"]["json"] == "memory://audit-bucket/salesforce/prod/audit.json"
+    # universal-pathlib as pinned with Airflow 3.0 renders the memory filesystem's rooted paths as
+    # memory:///…; later releases as memory://…: the same object either way
+    assert result["report_files"]["json"].replace(":///", "://") == "memory://audit-bucket/salesforce/prod/audit.json"
     stored = ObjectStoragePath(result["report_files"]["json"])
     assert json.loads(stored.read_text())["summary"]["inventory"] == 50
     again = audit(ObjectStoragePath("memory://audit-bucket/salesforce/prod"))  # compared with what is stored
