@@ -113,11 +113,18 @@ class JwtBearerFlow(AuthFlow):
             )
         from sf_oauth_provider.client.assertion import load_private_key
 
+        passphrase = fields.extra.get("private_key_passphrase")
+        if passphrase is not None and not isinstance(passphrase, str):  # kept as typed: no strip
+            raise fields.fail(
+                f"extra 'private_key_passphrase' must be a string, got {type(passphrase).__name__}",
+                "extra.private_key_passphrase",
+                'quote it in the extras JSON: "private_key_passphrase": "…"',
+            )
         pem: list[str] = []
         key = load_private_key(
             fields.text("private_key"),
             path=fields.text("jwt_key_file"),
-            passphrase=fields.extra.get("private_key_passphrase") or None,
+            passphrase=passphrase or None,
             conn_id=fields.conn_id,
             on_pem=pem.append,
         )

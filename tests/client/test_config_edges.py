@@ -133,3 +133,11 @@ def test_cache_key_covers_the_audience():
 
 def test_cache_key_ignores_settings_that_do_not_shape_the_request():
     assert build().cache_key == build(timeout=5, api_version="60.0", cache="memory").cache_key
+
+
+# ---- extras of the wrong JSON type (found by tests/reliability/test_properties.py) ---------------
+@pytest.mark.parametrize("passphrase", [1, 1.5, True, ["pw"], {"pw": 1}])
+def test_a_passphrase_that_is_not_a_string_names_the_field(passphrase) -> None:
+    # a JSON number typed into the extras crashed with AttributeError ('int' has no 'encode')
+    error = refused("extra.private_key_passphrase", private_key_passphrase=passphrase)
+    assert "must be a string" in str(error)
