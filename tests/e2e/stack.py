@@ -1,9 +1,10 @@
 """A real Airflow stack on loopback for the end-to-end tests (no pytest in here).
 
-api-server, scheduler, triggerer and dag-processor, each in its own process group, with a temp
-``AIRFLOW_HOME`` and SQLite + ``LocalExecutor`` (accepted by Airflow 3.3 for this use), bound to
-127.0.0.1 on a free port. :meth:`AirflowStack.stop` ends every process group: SIGTERM, then
-SIGKILL after a timeout.
+By default api-server, scheduler, triggerer and dag-processor (SQLite + ``LocalExecutor``, which
+every 3.x release accepts for this use); a caller may pass other components, e.g. Celery workers
+(:func:`celery_worker`) with their own environment. Each runs in its own process group with a
+temp ``AIRFLOW_HOME``; the api-server binds 127.0.0.1 on a free port. :meth:`AirflowStack.stop`
+ends every process group: SIGTERM, then SIGKILL after a timeout.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from typing import Any
 
 import httpx
 
-__all__ = ["AirflowStack", "free_port"]
+__all__ = ["AirflowStack", "celery_worker", "free_port"]
 
 COMPONENTS: dict[str, list[str]] = {
     "api-server": ["api-server", "-H", "127.0.0.1", "-p", "{port}"],
@@ -28,6 +29,16 @@ COMPONENTS: dict[str, list[str]] = {
     "triggerer": ["triggerer", "--skip-serve-logs"],
     "dag-processor": ["dag-processor"],
 }
+
+
+def celery_worker(name: str, concurrency: int) -> list[str]:
+    """``airflow celery worker`` arguments for a worker called ``name`` (its Celery hostname).
+
+    ``--skip-serve-logs``: the log server would listen on every interface; the tests read the
+    task logs from the shared ``AIRFLOW_HOME`` instead.
+    """
+    return ["celery", "worker", "--celery-hostname", f"{name}@127.0.0.1", "--concurrency", str(concurrency),
+            "--skip-serve-logs"]
 
 
 def free_port() -> int:
@@ -43,12 +54,25 @@ class AirflowStack:
     :param home: the stack's ``AIRFLOW_HOME`` (already migrated)
     :param env: environment for every component
     :param port: the api-server's port
+    :param components: name → ``airflow`` CLI arguments (``{port}`` is replaced); default
+        :data:`COMPONENTS`
+    :param component_env: name → environment entries that only that component gets (e.g. a
+        worker's own ``SF_OAUTH_CACHE_DIR``, standing for its own host)
     """
 
-    def __init__(self, home: Path, env: dict[str, str], port: int) -> None:
+    def __init__(
+        self,
+        home: Path,
+        env: dict[str, str],
+        port: int,
+        components: dict[str, list[str]] | None = None,
+        component_env: dict[str, dict[str, str]] | None = None,
+    ) -> None:
         self.home = home
         self.env = env
         self.port = port
+        self.components = dict(components or COMPONENTS)
+        self.component_env = component_env or {}
         self.base_url = f"http://127.0.0.1:{port}"
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.outputs: dict[str, Path] = {}
@@ -62,13 +86,13 @@ class AirflowStack:
 
     def start(self) -> None:
         """Start every component (own process group, output to ``<home>/<component>.out``)."""
-        for name, args in COMPONENTS.items():
+        for name, args in self.components.items():
             out = self.home / f"{name}.out"
             self.outputs[name] = out
             with out.open("wb") as fh:
                 self.procs[name] = subprocess.Popen(
                     [sys.executable, "-m", "airflow", *(a.format(port=self.port) for a in args)],
-                    env=self.env,
+                    env={**self.env, **self.component_env.get(name, {})},
                     cwd=self.home,
                     stdout=fh,
                     stderr=subprocess.STDOUT,
@@ -88,9 +112,11 @@ class AirflowStack:
             for name in self.procs
         )
 
-    def wait_healthy(self, timeout: float = 120.0) -> dict[str, Any]:
-        """Poll ``/api/v2/monitor/health`` until the metadatabase, scheduler, triggerer and
-        dag processor are healthy."""
+    def wait_healthy(
+        self, timeout: float = 120.0, required: tuple[str, ...] = ("scheduler", "triggerer", "dag_processor")
+    ) -> dict[str, Any]:
+        """Poll ``/api/v2/monitor/health`` until the metadatabase and the ``required``
+        components are healthy."""
         deadline = time.monotonic() + timeout
         last: Any = None
         while time.monotonic() < deadline:
@@ -102,7 +128,7 @@ class AirflowStack:
                 last = resp.json() if resp.status_code == 200 else resp.text
                 if resp.status_code == 200 and all(
                     (last.get(c) or {}).get("status") == "healthy"
-                    for c in ("metadatabase", "scheduler", "triggerer", "dag_processor")
+                    for c in ("metadatabase", *required)
                 ):
                     return last
             except (httpx.HTTPError, ValueError) as exc:
@@ -127,6 +153,14 @@ class AirflowStack:
         self.api.headers["Authorization"] = f"Bearer {token}"
         self.token = token
         return token
+
+    def wait_output(self, name: str, text: str, timeout: float = 120.0) -> None:
+        """Wait until component ``name`` has printed ``text`` (e.g. a Celery worker's "ready.")."""
+        deadline = time.monotonic() + timeout
+        while text not in self.output(name):
+            if self.procs[name].poll() is not None or time.monotonic() > deadline:
+                raise TimeoutError(f"{name} did not print {text!r} in {timeout} s\n{self.diagnostics()}")
+            time.sleep(0.5)
 
     def wait_dag(self, dag_id: str, timeout: float = 120.0) -> dict[str, Any]:
         """Poll until the dag-processor has serialized ``dag_id``."""

@@ -32,7 +32,7 @@ from tests.airflow_compat import airflow_release
 
 from .stack import AirflowStack, free_port
 
-pytestmark = pytest.mark.timeout(300)
+pytestmark = [pytest.mark.stack, pytest.mark.timeout(300)]
 
 REPO = Path(__file__).resolve().parents[2]
 DAGS_FOLDER = REPO / "dags_examples"
