@@ -102,6 +102,10 @@ def celery_run(emulator_server: RunningEmulator, tmp_path_factory: pytest.TempPa
             "AIRFLOW__CORE__MAX_ACTIVE_TASKS_PER_DAG": "8",
             "AIRFLOW__CELERY__BROKER_URL": f"{redis_base}/{BROKER_DB}",
             "AIRFLOW__CELERY__RESULT_BACKEND": f"{redis_base}/{RESULTS_DB}",
+            # celery 5.6.2 / kombu 5.6.2 (the 3.1.8 row): a forked pool process closes the broker
+            # channel it inherited and waits forever for a BRPOP reply meant for the parent, so no
+            # task ever starts; a socket timeout bounds that wait (celery/celery#8874)
+            "AIRFLOW__CELERY_BROKER_TRANSPORT_OPTIONS__SOCKET_TIMEOUT": "5",
             "AIRFLOW__SF_OAUTH__REDIS_URL": f"{redis_base}/{TOKEN_DB}",
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{ADMIN}:admin",
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords_file),
