@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -21,7 +22,7 @@ from typing import Any
 
 import httpx
 
-__all__ = ["AirflowStack", "celery_worker", "free_port"]
+__all__ = ["AirflowStack", "celery_worker", "free_port", "stack_settings"]
 
 COMPONENTS: dict[str, list[str]] = {
     "api-server": ["api-server", "-H", "127.0.0.1", "-p", "{port}"],
@@ -39,6 +40,33 @@ def celery_worker(name: str, concurrency: int) -> list[str]:
     """
     return ["celery", "worker", "--celery-hostname", f"{name}@127.0.0.1", "--concurrency", str(concurrency),
             "--skip-serve-logs"]
+
+
+def stack_settings(base: Path, port: int, admin: str) -> tuple[dict[str, str], str]:
+    """The Airflow settings every test stack shares, and the password of its ``admin`` user.
+
+    api-server and execution API on ``port``; the simple auth manager with ``admin`` whose password
+    is already in its passwords file (written under ``base``), so that the tests log in as a REST
+    client must on every release; fresh Fernet and JWT keys; only the runs a test triggers
+    (unpausing a scheduled DAG adds none); short heartbeats and parse intervals.
+    """
+    from cryptography.fernet import Fernet
+
+    password = secrets.token_urlsafe(16)
+    passwords_file = base / "simple_auth_manager_passwords.json"
+    passwords_file.write_text(json.dumps({admin: password}))
+    return {
+        "AIRFLOW__API__BASE_URL": f"http://127.0.0.1:{port}",
+        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{port}/execution/",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{admin}:admin",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords_file),
+        "AIRFLOW__CORE__FERNET_KEY": Fernet.generate_key().decode(),
+        "AIRFLOW__API_AUTH__JWT_SECRET": Fernet.generate_key().decode(),
+        "AIRFLOW__API__WORKERS": "1",
+        "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "False",
+        "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "2",
+        "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
+    }, password
 
 
 def free_port() -> int:

@@ -15,7 +15,6 @@ Marked ``stack``: the stack starts once for the module (about a minute on 2 core
 from __future__ import annotations
 
 import json
-import secrets
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -24,7 +23,6 @@ from typing import Any, Iterator
 
 import httpx
 import pytest
-from cryptography.fernet import Fernet
 
 from sf_oauth_provider.client.token import fingerprint
 from sf_oauth_provider.demo import airflow_env, migrate
@@ -32,7 +30,7 @@ from sf_oauth_provider.emulator import RunningEmulator
 from sf_oauth_provider.emulator.connections import write_connections_file
 from tests.redis_fixtures import RedisServer, start_redis_server
 
-from .stack import COMPONENTS, AirflowStack, celery_worker, free_port
+from .stack import COMPONENTS, AirflowStack, celery_worker, free_port, stack_settings
 
 pytestmark = [pytest.mark.stack, pytest.mark.timeout(420)]
 
@@ -88,15 +86,12 @@ def celery_run(emulator_server: RunningEmulator, tmp_path_factory: pytest.TempPa
         "sf_file": {**demo["salesforce_oauth_cc"], "extra": {**demo["salesforce_oauth_cc"]["extra"], "cache": "file"}},
     }
     port = free_port()
-    password = secrets.token_urlsafe(16)
-    passwords_file = base / "simple_auth_manager_passwords.json"
-    passwords_file.write_text(json.dumps({ADMIN: password}))
+    settings, password = stack_settings(base, port, ADMIN)
     redis_base = f"redis://127.0.0.1:{redis.port}"
     env = airflow_env(base / "airflow", dags, connections, base / "unused-cache", base / "output")
     env.update(
         {
-            "AIRFLOW__API__BASE_URL": f"http://127.0.0.1:{port}",
-            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{port}/execution/",
+            **settings,
             "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
             "AIRFLOW__CORE__PARALLELISM": "8",
             "AIRFLOW__CORE__MAX_ACTIVE_TASKS_PER_DAG": "8",
@@ -107,14 +102,6 @@ def celery_run(emulator_server: RunningEmulator, tmp_path_factory: pytest.TempPa
             # task ever starts; a socket timeout bounds that wait (celery/celery#8874)
             "AIRFLOW__CELERY_BROKER_TRANSPORT_OPTIONS__SOCKET_TIMEOUT": "5",
             "AIRFLOW__SF_OAUTH__REDIS_URL": f"{redis_base}/{TOKEN_DB}",
-            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{ADMIN}:admin",
-            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords_file),
-            "AIRFLOW__CORE__FERNET_KEY": Fernet.generate_key().decode(),
-            "AIRFLOW__API_AUTH__JWT_SECRET": Fernet.generate_key().decode(),
-            "AIRFLOW__API__WORKERS": "1",
-            "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "False",
-            "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "2",
-            "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
         }
     )
     env.pop("SF_OAUTH_REDIS_URL", None)  # the deployment-wide Airflow config is what is tested

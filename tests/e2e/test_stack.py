@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import re
-import secrets
 import sqlite3
 import time
 from dataclasses import dataclass, field
@@ -30,7 +29,7 @@ from sf_oauth_provider.emulator.connections import write_connections_file
 
 from tests.airflow_compat import airflow_release
 
-from .stack import AirflowStack, free_port
+from .stack import AirflowStack, free_port, stack_settings
 
 pytestmark = [pytest.mark.stack, pytest.mark.timeout(300)]
 
@@ -97,30 +96,16 @@ def stack_run(emulator_server: RunningEmulator, tmp_path_factory: pytest.TempPat
     home = base / "airflow"
     connections = write_connections_file(emulator, base / "connections.json", base / "demo_private_key.pem")
     port = free_port()
-    fernet_key = Fernet.generate_key().decode()
-    # Authenticate as a client must on every release (3.1 has no "all admins" shortcut for REST
-    # calls): the simple auth manager keeps a password already in its passwords file.
-    password = secrets.token_urlsafe(16)
-    passwords_file = base / "simple_auth_manager_passwords.json"
-    passwords_file.write_text(json.dumps({ADMIN: password}))
+    settings, password = stack_settings(base, port, ADMIN)
+    fernet_key = settings["AIRFLOW__CORE__FERNET_KEY"]
     env = airflow_env(home, DAGS_FOLDER, {"salesforce_oauth_default": connections["salesforce_oauth_default"]},
                       base / "token-cache", base / "output")
     env.update(
         {
-            "AIRFLOW__API__BASE_URL": f"http://127.0.0.1:{port}",
-            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{port}/execution/",
+            **settings,
             "AIRFLOW__CORE__PARALLELISM": "4",
             "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
-            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{ADMIN}:admin",
-            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords_file),
             "AIRFLOW__CORE__TEST_CONNECTION": "Enabled",
-            "AIRFLOW__CORE__FERNET_KEY": fernet_key,
-            "AIRFLOW__API_AUTH__JWT_SECRET": Fernet.generate_key().decode(),
-            "AIRFLOW__API__WORKERS": "1",
-            # only the run we trigger: unpausing a @daily DAG must not add a scheduled run
-            "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "False",
-            "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "2",
-            "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
             "AIRFLOW__TRIGGERER__CAPACITY": "50",
             "SF_OAUTH_DEMO_POKE_INTERVAL": "2",
         }
