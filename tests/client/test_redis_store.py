@@ -187,6 +187,7 @@ for _ in range(int(sys.argv[3])):
         os._exit(0)
     children.append(pid)
 os.close(write_fd)
+print("forked", flush=True)  # every child exists and waits for the go file
 for pid in children:
     os.waitpid(pid, 0)
 with os.fdopen(read_fd) as fh:
@@ -204,7 +205,8 @@ def _run_hosts(conn: dict, cache_dir: Path, tmp_path: Path, redis: str | None, p
     hosts = [subprocess.Popen([sys.executable, str(script), json.dumps(conn), str(go), str(processes)], cwd=ROOT,
                               env=dict(env, SF_OAUTH_CACHE_DIR=str(host)), stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True) for host in _hosts(cache_dir)]
-    time.sleep(0.5)  # let every host fork its processes, then all start at once
+    for proc in hosts:  # every host has forked its processes; then all start at once
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "forked"
     go.touch()
     results = []
     for proc in hosts:

@@ -192,12 +192,29 @@ def test_a_read_only_redis_still_serves_what_it_holds(emulator, emulator_connect
     assert len(_redis_warnings(caplog)) == 1
 
 
+def _wait_until_asleep(server, timeout: float = 10.0) -> None:
+    """Return once ``server`` stops answering (a PING times out, not retried): DEBUG SLEEP has begun."""
+    import redis
+
+    probe = redis.Redis(host="127.0.0.1", port=server.port, socket_timeout=0.2, retry_on_timeout=False, retry=None)
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            try:
+                probe.ping()
+            except redis.TimeoutError:
+                return
+        raise AssertionError(f"redis-server still answered PING after {timeout} s")
+    finally:
+        probe.close()
+
+
 def test_a_stalled_redis_does_not_hold_the_task(emulator, emulator_connections, tmp_path, own_redis, caplog):
     config = _config(emulator_connections["salesforce_oauth_default"])
     staller = threading.Thread(target=lambda: own_redis.client().execute_command("DEBUG", "SLEEP", "8"))
     staller.start()
     try:
-        time.sleep(0.2)  # the server is now asleep for 8 s
+        _wait_until_asleep(own_redis)
         with caplog.at_level(logging.WARNING):
             tokens = [_host(config, tmp_path / f"host-{n}", own_redis.url).get_token() for n in range(2)]
     finally:
