@@ -53,7 +53,10 @@ ACCESS_TOKEN_PREFIX_SEP = "!"
 MAX_APPROVALS_PER_APP = 5
 ENDPOINTS: tuple[str, ...] = ("token", "introspect", "revoke", "userinfo", "identity", "query", "openid")
 GRANTS: tuple[str, ...] = ("jwt_bearer", "client_credentials", "refresh_token", "other")
-FAULT_KINDS: tuple[str, ...] = ("json503", "html503", "500", "429", "latency", "reset")
+FAULT_KINDS: tuple[str, ...] = ("json503", "html503", "500", "429", "latency", "reset", "stall", "late", "drop")
+#: faults that let the request do its work first and then lose the answer (the client cannot tell
+#: whether it was processed): ``late`` answers after ``seconds``, ``drop`` cuts the connection
+AFTER_WORK_FAULTS: tuple[str, ...] = ("late", "drop")
 
 _CHECKSUM_CHARS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ012345"
 
@@ -295,7 +298,7 @@ def normalize_fault(spec: str | dict[str, Any] | None) -> dict[str, Any] | None:
         raise ValueError(f"unknown fault kind {kind!r}; expected one of {FAULT_KINDS}")
     out = dict(spec)
     out["kind"] = kind
-    if kind == "latency":
+    if kind in ("latency", "stall", "late"):
         out["seconds"] = float(out.get("seconds", 1.0))
     return out
 

@@ -14,7 +14,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.types import Receive, Scope, Send
 
-from ..state import ConnectedApp, Org, User
+from ..state import AFTER_WORK_FAULTS, ConnectedApp, Org, User
 
 __all__ = [
     "MAINTENANCE_HTML",
@@ -118,20 +118,45 @@ def _fault_response(fault: dict[str, Any], data_api: bool) -> Response | None:
             # "Status Codes and Error Responses")
             return data_error("REQUEST_LIMIT_EXCEEDED", "TotalRequests Limit exceeded.", 403)
         return oauth_error("rate_limit_exceeded", "rate limit exceeded", 429)
-    if kind == "reset":
+    if kind in ("reset", "stall", "drop"):
         return _ResetResponse()
     return None  # latency handled by the caller
 
 
-async def guard(org: Org, endpoint: str, data_api: bool = False, grant: str | None = None) -> Response | None:
-    """Count the request, apply planned latency, and return the planned fault response (if any)."""
+async def guard(
+    org: Org, endpoint: str, data_api: bool = False, grant: str | None = None,
+    after: list[dict[str, Any]] | None = None,
+) -> Response | None:
+    """Count the request, apply planned latency, and return the planned fault response (if any).
+
+    :param after: where a route that can do its work before failing (``late``, ``drop``: the
+        request is processed, then its answer is late or lost) receives such a fault, to pass to
+        :func:`finish`; without it, those faults act before the work (like ``latency``/``reset``)
+    """
     org.record_request(endpoint, grant)
     fault, latency = org.next_fault(endpoint)
-    if fault is not None and fault["kind"] == "latency":
+    if fault is not None and fault["kind"] in ("latency", "stall"):
         latency += fault["seconds"]
+    elif fault is not None and fault["kind"] in AFTER_WORK_FAULTS:
+        if after is not None:
+            after.append(fault)
+            fault = None
+        elif fault["kind"] == "late":
+            latency += fault["seconds"]
     if latency > 0:
         await asyncio.sleep(latency)
     return _fault_response(fault, data_api) if fault is not None else None
+
+
+async def finish(after: list[dict[str, Any]], response: Response) -> Response:
+    """Apply the after-the-work faults :func:`guard` handed over: the work is done (a grant
+    issued, a refresh token rotated), and then the answer arrives late or never."""
+    for fault in after:
+        if fault["kind"] == "late":
+            await asyncio.sleep(fault["seconds"])
+        elif fault["kind"] == "drop":
+            return _ResetResponse()
+    return response
 
 
 async def read_form(request: Request) -> dict[str, str]:

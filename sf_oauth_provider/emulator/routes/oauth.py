@@ -11,7 +11,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from ..state import ConnectedApp, Org, sign_identity
-from ._common import Bases, basic_auth, guard, oauth_error, org_of, read_form, secret_ok
+from ._common import Bases, basic_auth, finish, guard, oauth_error, org_of, read_form, secret_ok
 
 __all__ = ["JWT_GRANT", "routes"]
 
@@ -184,7 +184,8 @@ async def token(request: Request) -> Response:
     org = org_of(request)
     form = await read_form(request)
     grant = _GRANTS.get(form.get("grant_type", ""), "other")
-    response = await guard(org, "token", grant=grant)
+    after: list[dict[str, Any]] = []
+    response = await guard(org, "token", grant=grant, after=after)
     if response is None:
         bases = Bases(request)
         if grant == "jwt_bearer":
@@ -195,6 +196,7 @@ async def token(request: Request) -> Response:
             response = _refresh_grant(org, request, bases, form)
         else:
             response = oauth_error("unsupported_grant_type", "grant type not supported")
+        response = await finish(after, response)
     response.headers["Cache-Control"] = "no-store"
     response.headers["Pragma"] = "no-cache"
     return response
