@@ -182,12 +182,20 @@ class TokenCache:
         """
         return self.fetch_outcome(key, fetch, is_usable=is_usable, force=force, stale_token=stale_token).token
 
-    def fetch_outcome(self, key: str, fetch: Fetch, *, is_usable: Callable[[SalesforceToken], bool],
-                      force: bool = False, stale_token: str | None = None) -> singleflight.Outcome:
-        """:meth:`get_or_fetch`, telling whether a request was made and with which refresh token."""
+    def fetch_outcome(self, key: str, ops: singleflight.Operations | Fetch, *,
+                      is_usable: Callable[[SalesforceToken], bool], force: bool = False,
+                      stale_token: str | None = None, rotating: bool = False,
+                      conn_id: str = "?") -> singleflight.Outcome:
+        """:meth:`get_or_fetch`, telling whether a request was made and with which refresh token.
+
+        :param ops: the fetch, or the fetch with the refresh-token check and the expiry settling
+        :param rotating: the grant sends a refresh token Salesforce may rotate (never sent twice)
+        :param conn_id: the connection, for the messages
+        """
         _check_key(key)
-        flow = singleflight.token_flow(self.layers, key, is_usable=is_usable, force=force, stale_token=stale_token)
-        return singleflight.run(flow, fetch, self.lock_timeout)
+        flow = singleflight.token_flow(self.layers, key, is_usable=is_usable, force=force, stale_token=stale_token,
+                                       rotating=rotating, conn_id=conn_id)
+        return singleflight.run(flow, ops, self.lock_timeout)
 
     async def aget_or_fetch(
         self,
@@ -202,12 +210,15 @@ class TokenCache:
         outcome = await self.afetch_outcome(key, fetch, is_usable=is_usable, force=force, stale_token=stale_token)
         return outcome.token
 
-    async def afetch_outcome(self, key: str, fetch: AsyncFetch, *, is_usable: Callable[[SalesforceToken], bool],
-                             force: bool = False, stale_token: str | None = None) -> singleflight.Outcome:
-        """Async :meth:`fetch_outcome`."""
+    async def afetch_outcome(self, key: str, ops: singleflight.Operations | AsyncFetch, *,
+                             is_usable: Callable[[SalesforceToken], bool], force: bool = False,
+                             stale_token: str | None = None, rotating: bool = False,
+                             conn_id: str = "?") -> singleflight.Outcome:
+        """Async :meth:`fetch_outcome` (``ops`` holds coroutine functions)."""
         _check_key(key)
-        flow = singleflight.token_flow(self.layers, key, is_usable=is_usable, force=force, stale_token=stale_token)
-        return await singleflight.arun(flow, fetch, self.lock_timeout)
+        flow = singleflight.token_flow(self.layers, key, is_usable=is_usable, force=force, stale_token=stale_token,
+                                       rotating=rotating, conn_id=conn_id)
+        return await singleflight.arun(flow, ops, self.lock_timeout)
 
 
 def _no_fetch(_refresh_token: str | None) -> SalesforceToken:  # pragma: no cover - invalidate never fetches

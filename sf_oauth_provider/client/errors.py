@@ -7,6 +7,8 @@ what the user should change (``hint``) and whether a retry may help (``transient
     ├── SalesforceConfigError            bad connection settings, found before any request
     ├── SalesforcePermanentError         retrying only burns the login budget
     │   ├── SalesforceAuthError          bad key, unknown client, user not approved, wrong domain
+    │   │   └── SalesforceRefreshTokenLost  the live refresh token is in no store (its answer was
+    │   │                                lost, an entry evicted or rolled back): re-authorise
     │   ├── SalesforceRequestError       bad SOQL, unsupported token type, other 4xx
     │   ├── SalesforceHostError          'host' is not Salesforce: 404, a pasted token path,
     │   │                                a name that does not resolve, a 200 HTML page
@@ -15,7 +17,9 @@ what the user should change (``hint``) and whether a retry may help (``transient
     └── SalesforceTransientError         a retry may help
         ├── SalesforceUnavailableError   5xx, maintenance HTML page, malformed/oversized body
         ├── SalesforceRateLimitError     429 / login rate limit
-        └── SalesforceConnectionError    timeout, deadline, connection reset, TLS handshake
+        ├── SalesforceConnectionError    timeout, deadline, connection reset, TLS handshake
+        └── SalesforceRefreshInDoubt     a refresh grant may have reached Salesforce, its answer
+                                         did not come back: never resent blindly
     SalesforceSessionExpired             401 INVALID_SESSION_ID / 403 Bad_OAuth_Token (a fresh token fixes it)
 
 Whether to try again is decided by one predicate, :func:`retry_may_help` (the ``transient``
@@ -38,6 +42,9 @@ __all__ = [
     "SalesforceUnavailableError",
     "SalesforceRateLimitError",
     "SalesforceConnectionError",
+    "SalesforceRefreshInDoubt",
+    "SalesforceRefreshTokenLost",
+    "may_have_been_processed",
     "SalesforceSessionExpired",
     "SalesforceHostError",
     "SalesforceProtocolError",
@@ -202,13 +209,55 @@ class SalesforceRateLimitError(SalesforceTransientError):
 
 
 class SalesforceConnectionError(SalesforceTransientError):
-    """No answer: timeout, reset, refused connection, TLS failure."""
+    """No answer: timeout, reset, refused connection, TLS failure.
+
+    :ivar request_sent: False only when the request provably never left this host (the
+        connection could not be made): then Salesforce cannot have acted on it
+    """
+
+    request_sent: bool = True
+
+
+class SalesforceRefreshInDoubt(SalesforceTransientError):
+    """A refresh-token grant may have reached Salesforce but no usable answer came back (a read
+    timeout, a reset after the request was written, a 5xx from a proxy, a 200 that could not be
+    read). With rotation on, Salesforce may have retired the refresh token it carried; sending it
+    again would make Salesforce revoke the live one, so it is not resent until Salesforce says
+    (introspection) that it is still active."""
+
+
+class SalesforceRefreshTokenLost(SalesforceAuthError):
+    """The refresh token Salesforce accepts is in no store this process can read, and the one it
+    could send is retired (rotated away): sending it would revoke the live one. A person must
+    restore the store or re-authorise the connected app."""
 
 
 class SalesforceSessionExpired(SalesforceOAuthError):
     """The access token is no longer valid; getting a new one fixes it."""
 
     transient = True
+
+
+def may_have_been_processed(exc: BaseException) -> bool:
+    """Whether Salesforce may have acted on a request that ended in ``exc`` (for a rotating
+    refresh grant: may have retired the refresh token it carried).
+
+    Safe (False): the connection was never made; Salesforce answered that it did not do it (an
+    OAuth error body, 503 unavailable, 429 / rate limit). In doubt (True): anything after the
+    request may have been delivered — a read timeout, a reset, a 500/502/504 (a proxy may have
+    forwarded it), or a 200 whose body could not be used.
+    """
+    if not isinstance(exc, SalesforceOAuthError):
+        return True
+    if isinstance(exc, SalesforceConnectionError):
+        return exc.request_sent
+    if isinstance(exc, SalesforceRateLimitError):
+        return False
+    if exc.status_code == 200:
+        return True
+    if isinstance(exc, SalesforceUnavailableError):
+        return exc.status_code != 503
+    return False
 
 
 def retry_may_help(exc: BaseException, *, same_request: bool = False) -> bool:

@@ -45,8 +45,10 @@ from sf_oauth_provider.client.errors import (
     SalesforceHostError,
     SalesforceOAuthError,
     SalesforceProtocolError,
+    SalesforceRefreshInDoubt,
     SalesforceSessionExpired,
     SalesforceUnavailableError,
+    may_have_been_processed,
     retry_may_help,
 )
 from sf_oauth_provider.client.responses import (
@@ -110,23 +112,27 @@ class RetryPolicy:
             max_backoff=min(default.max_backoff, max(first, first * 16)),
         )
 
-    def _kwargs(self) -> dict[str, Any]:
+    def _kwargs(self, resend_ok: Callable[[BaseException], bool] | None = None) -> dict[str, Any]:
+        def retry(exc: BaseException) -> bool:
+            return retry_may_help(exc, same_request=True) and (resend_ok is None or resend_ok(exc))
+
         return {
             "stop": stop_after_attempt(max(1, self.attempts)) | stop_after_delay(self.max_total),
             # exponential backoff plus up to one initial step of jitter, so workers spread out
             "wait": wait_exponential(multiplier=self.initial_backoff, max=self.max_backoff)
             + wait_random(0, self.initial_backoff),
             # resending the same request never fixes an expired session: the caller refreshes
-            "retry": retry_if_exception(lambda exc: retry_may_help(exc, same_request=True)),
+            "retry": retry_if_exception(retry),
             "reraise": True,
             "before_sleep": _log_retry,
         }
 
-    def sync(self) -> Retrying:
-        return Retrying(**self._kwargs())
+    def sync(self, resend_ok: Callable[[BaseException], bool] | None = None) -> Retrying:
+        """Tenacity's retrying; ``resend_ok(exc)`` False stops after ``exc`` even if transient."""
+        return Retrying(**self._kwargs(resend_ok))
 
-    def async_(self) -> AsyncRetrying:
-        return AsyncRetrying(**self._kwargs())
+    def async_(self, resend_ok: Callable[[BaseException], bool] | None = None) -> AsyncRetrying:
+        return AsyncRetrying(**self._kwargs(resend_ok))
 
 
 def _log_retry(state) -> None:
@@ -349,6 +355,10 @@ class DeadlineTransport(httpx.BaseTransport):
 _NO_SUCH_NAME = {getattr(socket, name) for name in ("EAI_NONAME", "EAI_NODATA") if hasattr(socket, name)}
 
 
+#: transport failures before any byte of the request left this host
+_NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.UnsupportedProtocol)
+
+
 def _resolver_failure(exc: BaseException) -> socket.gaierror | None:
     seen: BaseException | None = exc
     for _ in range(8):  # httpx.ConnectError <- httpcore.ConnectError <- socket.gaierror
@@ -377,10 +387,13 @@ def _transport_error(exc: httpx.HTTPError, call: Call[Any], timeout: float) -> S
         what = f"no answer within {timeout:g} s from {host!r} ({type(exc).__name__})"
     else:
         what = f"connection failed to {host!r} ({type(exc).__name__})"
-    return SalesforceConnectionError(
+    error = SalesforceConnectionError(
         f"Salesforce {call.describe}: {what}",
         hint="a network problem or an outage; retried automatically. Check 'host' if it persists",
     )
+    # only a connection that was never made proves Salesforce did not see the request
+    error.request_sent = not (resolver is not None or isinstance(exc, _NOT_SENT))
+    return error
 
 
 @dataclass
@@ -542,6 +555,29 @@ class _Base:
             return token
         return token.with_expiry(float(info.exp), "introspection")
 
+    def _sends_refresh_token(self) -> bool:
+        return bool(self.config.flow.keeps_refresh_token)
+
+    def _resend_ok(self) -> Callable[[BaseException], bool] | None:
+        """For a grant that carries a refresh token: resend only what cannot have been processed
+        (with rotation on, a delivered refresh retired the token it carried)."""
+        if not self._sends_refresh_token():
+            return None
+        return lambda exc: not may_have_been_processed(exc)
+
+    def _in_doubt(self, exc: SalesforceOAuthError) -> SalesforceOAuthError:
+        if not self._sends_refresh_token() or not may_have_been_processed(exc):
+            return exc
+        cause = exc.message.removeprefix(f"Connection {self.config.conn_id!r}: ")
+        return SalesforceRefreshInDoubt(
+            f"the refresh-token request may have reached Salesforce, but its answer was lost ({cause}); "
+            "it is not sent again blindly",
+            status_code=exc.status_code,
+            hint="with refresh token rotation on, Salesforce retires a refresh token the moment it answers; "
+            "the next attempt asks Salesforce (introspection) whether it is still active before sending it",
+            conn_id=self.config.conn_id,
+        )
+
     def _log_reply(self, call: Call[Any], status: int, started: float) -> None:
         log.debug(
             "%s %s -> HTTP %d in %.0f ms", call.method, call.describe, status, (time.monotonic() - started) * 1000
@@ -652,21 +688,48 @@ class SalesforceOAuthClient(_Base):
         except SalesforceOAuthError as exc:
             raise exc.redact(call.secrets() + self.config.secrets).for_connection(self.config.conn_id) from None
 
-    def call(self, make: Callable[[], Call[T]]) -> T:
-        """Build and send with retries; ``make`` is called per try (a JWT is signed afresh)."""
+    def call(self, make: Callable[[], Call[T]], resend_ok: Callable[[BaseException], bool] | None = None) -> T:
+        """Build and send with retries; ``make`` is called per try (a JWT is signed afresh).
+
+        :param resend_ok: False for an error after which the request must not be sent again
+        """
         overall = time.monotonic() + self.retry.max_total
         try:
-            for attempt in self.retry.sync():
+            for attempt in self.retry.sync(resend_ok):
                 with attempt:
                     return self.send(make(), deadline=overall)
         except SalesforceOAuthError as exc:
             raise self._named(exc) from None
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def fetch_token(self, refresh_token: str | None = None) -> SalesforceToken:
-        """Make one grant request (retried only on transient errors) and settle the expiry."""
-        token = self.call(lambda: self.token_call(refresh_token))
+    def request_token(self, refresh_token: str | None = None) -> SalesforceToken:
+        """One grant request, retried only on transient errors — and, when it carries a refresh
+        token, only on errors that prove Salesforce did not process it.
+
+        :raises SalesforceRefreshInDoubt: a refresh grant may have been processed, its answer lost
+        """
+        try:
+            return self.call(lambda: self.token_call(refresh_token), self._resend_ok())
+        except SalesforceOAuthError as exc:
+            raise self._in_doubt(exc) from None
+
+    def settle_expiry(self, token: SalesforceToken) -> SalesforceToken:
+        """``token`` with its expiry from introspection, when the consumer secret allows it."""
         return self._with_expiry(token, self._expiry_info(token))
+
+    def fetch_token(self, refresh_token: str | None = None) -> SalesforceToken:
+        """:meth:`request_token`, then :meth:`settle_expiry`."""
+        return self.settle_expiry(self.request_token(refresh_token))
+
+    def refresh_token_active(self, refresh_token: str) -> bool | None:
+        """Whether Salesforce still accepts ``refresh_token`` (introspection, which is not a grant:
+        it never trips rotation's reuse detection); None when it cannot be asked (no consumer secret).
+
+        :raises SalesforceOAuthError: introspection failed
+        """
+        if not self.config.consumer_secret:
+            return None
+        return bool(self.introspect(refresh_token, "refresh_token").active)
 
     def _expiry_info(self, token: SalesforceToken) -> IntrospectionResult | None:
         if not self.config.consumer_secret:
@@ -778,19 +841,35 @@ class AsyncSalesforceOAuthClient(_Base):
         except SalesforceOAuthError as exc:
             raise exc.redact(call.secrets() + self.config.secrets).for_connection(self.config.conn_id) from None
 
-    async def call(self, make: Callable[[], Call[T]]) -> T:
+    async def call(self, make: Callable[[], Call[T]],
+                   resend_ok: Callable[[BaseException], bool] | None = None) -> T:
         overall = time.monotonic() + self.retry.max_total
         try:
-            async for attempt in self.retry.async_():
+            async for attempt in self.retry.async_(resend_ok):
                 with attempt:
                     return await self.send(make(), deadline=overall)
         except SalesforceOAuthError as exc:
             raise self._named(exc) from None
         raise AssertionError("unreachable")  # pragma: no cover
 
-    async def fetch_token(self, refresh_token: str | None = None) -> SalesforceToken:
-        token = await self.call(lambda: self.token_call(refresh_token))
+    async def request_token(self, refresh_token: str | None = None) -> SalesforceToken:
+        """Async :meth:`SalesforceOAuthClient.request_token`."""
+        try:
+            return await self.call(lambda: self.token_call(refresh_token), self._resend_ok())
+        except SalesforceOAuthError as exc:
+            raise self._in_doubt(exc) from None
+
+    async def settle_expiry(self, token: SalesforceToken) -> SalesforceToken:
         return self._with_expiry(token, await self._expiry_info(token))
+
+    async def fetch_token(self, refresh_token: str | None = None) -> SalesforceToken:
+        return await self.settle_expiry(await self.request_token(refresh_token))
+
+    async def refresh_token_active(self, refresh_token: str) -> bool | None:
+        """Async :meth:`SalesforceOAuthClient.refresh_token_active`."""
+        if not self.config.consumer_secret:
+            return None
+        return bool((await self.introspect(refresh_token, "refresh_token")).active)
 
     async def _expiry_info(self, token: SalesforceToken) -> IntrospectionResult | None:
         if not self.config.consumer_secret:

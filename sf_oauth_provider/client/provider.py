@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Callable, Sequence
 
 from sf_oauth_provider.client.cache import TokenCache, default_cache_dir
 from sf_oauth_provider.client.config import OAuthConfig
-from sf_oauth_provider.client.singleflight import Outcome
+from sf_oauth_provider.client.singleflight import Operations, Outcome
 from sf_oauth_provider.client.stores import TokenStore
 from sf_oauth_provider.client.token import SalesforceToken
 
@@ -159,14 +159,25 @@ class TokenProvider:
         """
         if stale_token is not None:
             self._on_secret(stale_token)
+        # the client (an httpx pool with its TLS context: tens of ms) is built on the first miss only
+        ops = Operations(
+            fetch=lambda refresh: self.client.request_token(refresh_token=refresh),
+            verify=lambda refresh: self.client.refresh_token_active(self._refresh_token_to_check(refresh)),
+            settle=lambda token: self.client.settle_expiry(token),
+        )
         outcome = self.cache.fetch_outcome(
-            self.config.cache_key, self._fetch, is_usable=self.usable, force=force_refresh, stale_token=stale_token,
+            self.config.cache_key, ops, is_usable=self.usable, force=force_refresh, stale_token=stale_token,
+            rotating=self._rotating, conn_id=self.config.conn_id,
         )
         return self._handed_out(outcome)
 
-    def _fetch(self, refresh_token: str | None) -> SalesforceToken:
-        # the client (an httpx pool with its TLS context: tens of ms) is built on the first miss only
-        return self.client.fetch_token(refresh_token=refresh_token)
+    @property
+    def _rotating(self) -> bool:
+        """The grant sends a refresh token, which Salesforce may rotate: it is never sent twice."""
+        return bool(self.config.flow.keeps_refresh_token)
+
+    def _refresh_token_to_check(self, refresh_token: str | None) -> str:
+        return refresh_token or self.config.refresh_token or ""
 
     async def aget_token(self, force_refresh: bool = False, stale_token: str | None = None) -> SalesforceToken:
         """Async :meth:`get_token`: no blocking I/O on the event loop."""
@@ -174,13 +185,30 @@ class TokenProvider:
             self._on_secret(stale_token)
         cache = await self.acache()
 
-        async def fetch(refresh_token: str | None) -> SalesforceToken:
-            async with self._async_client() as client:
-                return await client.fetch_token(refresh_token=refresh_token)
+        opened: list[AsyncSalesforceOAuthClient] = []
 
-        outcome = await cache.afetch_outcome(
-            self.config.cache_key, fetch, is_usable=self.usable, force=force_refresh, stale_token=stale_token,
-        )
+        def client() -> AsyncSalesforceOAuthClient:  # built on the first miss only, closed below
+            if not opened:
+                opened.append(self._async_client())
+            return opened[0]
+
+        async def fetch(refresh: str | None) -> SalesforceToken:
+            return await client().request_token(refresh_token=refresh)
+
+        async def verify(refresh: str | None) -> bool | None:
+            return await client().refresh_token_active(self._refresh_token_to_check(refresh))
+
+        async def settle(token: SalesforceToken) -> SalesforceToken:
+            return await client().settle_expiry(token)
+
+        try:
+            outcome = await cache.afetch_outcome(
+                self.config.cache_key, Operations(fetch, verify, settle), is_usable=self.usable,
+                force=force_refresh, stale_token=stale_token, rotating=self._rotating, conn_id=self.config.conn_id,
+            )
+        finally:
+            for opened_client in opened:
+                await opened_client.aclose()
         return self._handed_out(outcome)
 
     def invalidate(self, access_token: str | None = None) -> None:

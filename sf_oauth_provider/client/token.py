@@ -42,6 +42,15 @@ class SalesforceToken:
     :param scope: space-separated scopes
     :param refresh_token: a new refresh token, when Salesforce rotated it (a secret)
     :param expires_at_source: ``introspection`` or ``session_timeout`` — how ``expires_at`` was found
+    :param generation: how many refreshes the stores have seen for this connection when this token
+        was written (a store never replaces an entry of a higher generation, and a process refuses
+        one older than it has seen: a replayed or stale copy)
+    :param rotated: Salesforce has rotated this connection's refresh token at least once, so the
+        configured one is retired and must never be sent again
+    :param marker: not a token but a fact a store records: ``in_doubt`` (a refresh with
+        ``refresh_token`` may have reached Salesforce and its answer was lost), ``missing`` (the
+        entry is gone but the store had one of ``generation``), ``rolled_back`` (the entry is
+        older than one the store or this process has seen)
     """
 
     access_token: str = field(repr=False)
@@ -53,6 +62,9 @@ class SalesforceToken:
     token_type: str = "Bearer"
     refresh_token: str | None = field(default=None, repr=False)
     expires_at_source: str = "session_timeout"
+    generation: int = field(default=0, repr=False)
+    rotated: bool = field(default=False, repr=False)
+    marker: str | None = field(default=None, repr=False)
 
     @property
     def fingerprint(self) -> str:

@@ -14,17 +14,39 @@ refresh token, so the next refresh still has it.
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import replace
 from typing import AsyncContextManager, ContextManager, Literal, Protocol, TypeGuard, runtime_checkable
 
 from sf_oauth_provider.client.token import SalesforceToken
 
-__all__ = ["TokenStore", "BlockingStore", "refresh_only", "has_access_token", "forget_access_token"]
+__all__ = ["TokenStore", "BlockingStore", "refresh_only", "has_access_token", "forget_access_token", "replaces",
+           "marker_token"]
 
 
 def refresh_only(token: SalesforceToken) -> SalesforceToken:
     """``token`` without its access token: kept only to carry the refresh token to the next refresh."""
     return replace(token, access_token="", expires_at=0.0, expires_at_source="invalidated")
+
+
+def marker_token(kind: str, generation: int, *, rotated: bool = False, refresh_token: str | None = None,
+                 like: SalesforceToken | None = None) -> SalesforceToken:
+    """A store entry that records a fact, not a token (see ``SalesforceToken.marker``): no access
+    token, already expired, so nothing hands it out.
+
+    :param like: a token of the same connection, for its instance and identity URLs
+    """
+    return SalesforceToken(
+        access_token="", instance_url=like.instance_url if like is not None else "",
+        id_url=like.id_url if like is not None else None, issued_at=time.time(), expires_at=0.0,
+        refresh_token=refresh_token, expires_at_source=kind, generation=generation, rotated=rotated, marker=kind,
+    )
+
+
+def replaces(current: SalesforceToken | None, new: SalesforceToken) -> bool:
+    """Whether a store may write ``new`` over ``current``: never over a higher generation (a slow
+    writer must not put back an older refresh token over a newer one)."""
+    return current is None or new.generation >= current.generation
 
 
 def has_access_token(token: SalesforceToken | None) -> TypeGuard[SalesforceToken]:
@@ -63,7 +85,8 @@ class TokenStore(Protocol):
         """The stored token (usable, expired, or refresh-only), or None."""
 
     def put(self, key: str, token: SalesforceToken) -> None:
-        """Store ``token``; failures are logged (once), never raised: a cache never fails a task."""
+        """Store ``token`` unless the entry has a higher generation (:func:`replaces`); failures
+        are logged (once), never raised: a cache never fails a task."""
 
     def invalidate(self, key: str, access_token: str | None) -> None:
         """Forget the stored access token if it is ``access_token`` (None: whichever is stored),

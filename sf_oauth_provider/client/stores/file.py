@@ -15,7 +15,7 @@ from typing import AsyncIterator, Iterator
 
 from cryptography.fernet import Fernet, MultiFernet
 
-from sf_oauth_provider.client.stores.base import BlockingStore, forget_access_token
+from sf_oauth_provider.client.stores.base import BlockingStore, forget_access_token, replaces
 from sf_oauth_provider.client.stores.keyfile import decode_token, encode_token, load_local_key, parse_fernet_keys
 from sf_oauth_provider.client.stores.locks import acquire_flock, task_locked, thread_locked
 from sf_oauth_provider.client.stores.safefs import (
@@ -118,6 +118,8 @@ class FileStore(BlockingStore):
 
     def put(self, key: str, token: SalesforceToken) -> None:
         path = self._path(key, ".token")
+        if not replaces(self.get(key), token):
+            return
         try:
             write_private_file(self.directory, path.name, encode_token(key, token, self._encrypt_with))
         except OSError as exc:

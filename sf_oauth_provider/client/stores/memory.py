@@ -7,7 +7,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import AsyncIterator, Iterator
 
-from sf_oauth_provider.client.stores.base import forget_access_token, refresh_only
+from sf_oauth_provider.client.stores.base import forget_access_token, refresh_only, replaces
 from sf_oauth_provider.client.stores.locks import task_locked, thread_locked
 from sf_oauth_provider.client.token import SalesforceToken
 
@@ -17,6 +17,9 @@ __all__ = ["MemoryStore", "RefreshTokenKeeper", "forget_process_memory"]
 # different directories stay separate. Never rebound: tests and tools may clear it.
 _MEMORY: dict[str | None, dict[str, SalesforceToken]] = {}
 _GUARD = threading.Lock()
+#: cache key -> the highest generation this process has seen (the refresh flow refuses an older
+#: entry as a replay); forgotten with the process memory
+GENERATIONS: dict[str, int] = {}
 
 
 def forget_process_memory(namespace: str | None = None, *, everything: bool = False) -> None:
@@ -28,6 +31,8 @@ def forget_process_memory(namespace: str | None = None, *, everything: bool = Fa
         for name, tokens in _MEMORY.items():
             if everything or name == namespace:
                 tokens.clear()
+        if everything:
+            GENERATIONS.clear()
 
 
 @dataclass
@@ -50,6 +55,8 @@ class MemoryStore:
 
     def put(self, key: str, token: SalesforceToken) -> None:
         with _GUARD:
+            if not replaces(self._tokens.get(key), token):
+                return
             self._tokens[key] = token
 
     def invalidate(self, key: str, access_token: str | None) -> None:
@@ -97,7 +104,7 @@ class RefreshTokenKeeper:
         return refresh_only(token) if token is not None else None
 
     def put(self, key: str, token: SalesforceToken) -> None:
-        if token.refresh_token:
+        if (token.refresh_token or token.marker) and replaces(self._tokens.get(key), token):
             self._tokens[key] = refresh_only(token)
 
     def invalidate(self, key: str, access_token: str | None) -> None:

@@ -1,16 +1,22 @@
 """RedisStore: the layer shared by every host of a deployment (Celery workers, Kubernetes pods).
 
 One entry per cache key, ``sf_oauth:v1:<cache key>`` (the cache key is already a hash: the name
-reveals neither the org nor the user), holding a Fernet token of the same JSON as the file
-store. The Fernet key is derived with HKDF from the connection's credentials (the credential
-digest and, for the JWT flow, the private key itself), so someone who can read Redis but does
-not hold the connection's credentials cannot use what is stored there. Entries expire with the
-token (plus a margin; an entry carrying a refresh token is kept longer, so a rotated refresh
-token survives pods that come and go).
+reveals neither the org nor the user), holding ``v2:<generation>:`` and a Fernet token of the
+same JSON as the file store. The Fernet key is derived with HKDF from the connection's
+credentials (the credential digest and, for the JWT flow, the private key itself), so someone who
+can read Redis but does not hold the connection's credentials cannot use what is stored there.
+
+Rotation safety (DESIGN §5): every write is a compare-and-set (a Lua script) that never replaces
+an entry of a higher generation, and raises ``<key>:gen``, the highest generation ever written —
+a key apart from the entry, so that putting back an older copy of the entry alone is recognised
+and refused. ``<key>:rotated`` records that Salesforce rotated the connection's refresh token:
+the configured one is then never sent again. An entry that carries a refresh token (or records
+one of these facts) never expires; one with only an access token expires with it (plus a margin).
 
 Single-flight across hosts: redis-py's :class:`~redis.lock.Lock` on ``sf_oauth:v1:<key>:lock``,
-which expires (a holder killed mid-fetch blocks the others at most ``lock_expiry`` seconds) and
-is released only by its owner.
+released only by its owner, which expires (a holder killed mid-fetch blocks the others at most
+``lock_expiry`` seconds) and is extended every third of that while its holder lives, so that a
+slow refresh never loses it to another host.
 
 A cache never fails a task: every Redis error (down, stalled, read-only, out of memory) is
 logged once per process and answered as a miss / a skipped write / a lock not held, and Redis is
@@ -20,6 +26,7 @@ socket timeout per period. The refresh flow then takes the host's file lock inst
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import json
@@ -34,7 +41,7 @@ from cryptography.fernet import Fernet, InvalidToken
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from sf_oauth_provider.client.stores.base import forget_access_token
+from sf_oauth_provider.client.stores.base import forget_access_token, marker_token
 from sf_oauth_provider.client.stores.safefs import warn_once
 from sf_oauth_provider.client.token import SalesforceToken
 
@@ -48,10 +55,53 @@ REDIS_URL_ENV = "SF_OAUTH_REDIS_URL"
 #: every key this store writes starts with this
 KEY_PREFIX = "sf_oauth:v1:"
 _FORMAT = 1
+#: an entry's value: this, its generation, ":", then the Fernet token (entries written before
+#: generations existed are a bare Fernet token: generation 0)
+_HEADER = b"v2:"
+#: compare-and-set: KEYS entry, gen, rotated; ARGV generation, value, ttl (0: persistent), rotated
+_PUT_SCRIPT = """
+local current = redis.call('GET', KEYS[1])
+local held = 0
+if current then
+  local g = string.match(current, '^v2:(%d+):')
+  if g then held = tonumber(g) end
+end
+local seen = tonumber(redis.call('GET', KEYS[2]) or '0') or 0
+local generation = tonumber(ARGV[1])
+if generation < held or generation < seen then return 0 end
+if tonumber(ARGV[3]) > 0 then
+  redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3])
+else
+  redis.call('SET', KEYS[1], ARGV[2])
+end
+if generation > seen then redis.call('SET', KEYS[2], ARGV[1]) end
+if ARGV[4] == '1' then redis.call('SET', KEYS[3], '1') end
+return 1
+"""
+#: maxmemory policies that may evict a key without an expiry (the newest refresh token)
+_EVICTS_PERSISTENT = ("allkeys-lru", "allkeys-lfu", "allkeys-random")
 #: Redis URL -> monotonic time until which it is left alone (every store of this process on that
 #: Redis: a stalled server costs one socket timeout per period, not one per hook)
 _DOWN_UNTIL: dict[str, float] = {}
 _log = logging.getLogger("sf_oauth_provider.client.cache")
+_SETTINGS_CHECKED: set[tuple[str, str]] = set()
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value or "")
+
+
+def _warn_settings(log: logging.Logger, shown_url: str, policy: str, aof: str, save: str) -> None:
+    if policy in _EVICTS_PERSISTENT:
+        warn_once(log, ("redis eviction", shown_url),
+                  "Token cache: Redis at %s has maxmemory-policy %s, which may evict the newest rotated refresh "
+                  "token (then the connection must be re-authorised); use noeviction or a volatile-* policy",
+                  shown_url, policy)
+    if aof == "no" and not save.strip():
+        warn_once(log, ("redis persistence", shown_url),
+                  "Token cache: Redis at %s keeps no data on disk (appendonly no, save \"\"): a restart loses "
+                  "the newest rotated refresh token (then the connection must be re-authorised); turn on AOF or "
+                  "RDB snapshots", shown_url)
 
 
 def redis_available() -> bool:
@@ -97,7 +147,8 @@ class RedisStore:
     :param lock_expiry: seconds after which the refresh lock frees itself (a killed holder)
     :param retry_after: seconds to leave Redis alone after an error
     :param access_margin: seconds an entry outlives its access token
-    :param refresh_ttl: seconds an entry that carries a refresh token is kept
+    :param refresh_ttl: unused: an entry that carries a refresh token never expires (kept for
+        callers of earlier releases)
     """
 
     name = "redis"
@@ -111,7 +162,7 @@ class RedisStore:
         logger: logging.Logger | None = None,
         connect_timeout: float = 1.0,
         op_timeout: float = 2.0,
-        lock_expiry: float = 60.0,
+        lock_expiry: float = 30.0,
         retry_after: float = 30.0,
         access_margin: float = 300.0,
         refresh_ttl: float = 30 * 86400.0,
@@ -148,16 +199,24 @@ class RedisStore:
 
     def _encode(self, key: str, token: SalesforceToken) -> bytes:
         payload = {"v": _FORMAT, "key": key, "token": token.to_dict(), "written_at": time.time()}
-        return self._fernet(key).encrypt(json.dumps(payload, separators=(",", ":")).encode())
+        sealed = self._fernet(key).encrypt(json.dumps(payload, separators=(",", ":")).encode())
+        return _HEADER + str(int(token.generation)).encode() + b":" + sealed
 
     def _decode(self, key: str, raw: bytes | None) -> SalesforceToken | None:
         if raw is None:
             return None
+        generation, sealed = 0, raw
+        if raw.startswith(_HEADER):
+            number, _, sealed = raw[len(_HEADER):].partition(b":")
+            generation = int(number) if number.isdigit() and len(number) < 19 else -1
         try:
-            data = json.loads(self._fernet(key).decrypt(raw))
+            data = json.loads(self._fernet(key).decrypt(sealed))
             if not isinstance(data, dict) or data.get("v") != _FORMAT or data.get("key") != key:
                 raise ValueError("other format or key")
-            return SalesforceToken.from_dict(data["token"])
+            token = SalesforceToken.from_dict(data["token"])
+            if token.generation != generation:  # the clear-text generation was changed
+                raise ValueError("generation mismatch")
+            return token
         except (InvalidToken, ValueError, TypeError, KeyError):
             # written with other credentials (a rotated secret hashes to another cache key, so
             # this is corruption or tampering): a miss, overwritten by the next refresh
@@ -166,10 +225,51 @@ class RedisStore:
                       KEY_PREFIX, key)
             return None
 
+    def _answer(self, key: str, raw: bytes | None, seen: bytes | None, rotated: bytes | None) -> SalesforceToken | None:
+        """What ``get`` returns for the entry and its ``:gen`` / ``:rotated`` keys."""
+        highest = int(seen) if seen is not None and seen.isdigit() else 0
+        was_rotated = rotated == b"1"
+        token = self._decode(key, raw)
+        if token is not None and token.generation >= highest:
+            return token
+        if token is not None:
+            warn_once(self._log, ("redis rolled back", self._shown_url, key),
+                      "Token cache: the Redis entry %s%s is older (generation %d) than one already written there "
+                      "(%d): someone put back an earlier copy; refusing it", KEY_PREFIX, key, token.generation, highest)
+            return marker_token("rolled_back", highest, rotated=was_rotated or token.rotated, like=token)
+        if highest > 0:  # the entry is gone (evicted, deleted, expired) but the store had one
+            return marker_token("missing", highest, rotated=was_rotated)
+        return None
+
     def _ttl(self, token: SalesforceToken) -> int:
+        """Seconds to keep ``token``: 0 (never expires) when it carries a refresh token or a fact."""
+        if token.refresh_token or token.marker or token.rotated:
+            return 0
         left = max(token.expires_at - time.time(), 0.0)
-        ttl = max(left + self._access_margin, self._refresh_ttl if token.refresh_token else 0.0)
-        return max(int(ttl), 1)
+        return max(int(left + self._access_margin), 1)
+
+    def _keys(self, key: str) -> list[str]:
+        """The entry, its highest generation written, its "rotated" flag."""
+        name = self._name(key)
+        return [name, name + ":gen", name + ":rotated"]
+
+    def _put_args(self, key: str, token: SalesforceToken) -> tuple[list[str], list[Any]]:
+        return self._keys(key), [int(token.generation), self._encode(key, token), self._ttl(token),
+                                 "1" if token.rotated else "0"]
+
+    def _check_settings(self, client: Any) -> None:
+        """Warn once when the server may lose the newest refresh token (CONFIG GET, where allowed)."""
+        if ("redis settings", self.url) in _SETTINGS_CHECKED:
+            return
+        _SETTINGS_CHECKED.add(("redis settings", self.url))
+        try:
+            policy = client.config_get("maxmemory-policy").get("maxmemory-policy", "")
+            aof = client.config_get("appendonly").get("appendonly", "")
+            save = client.config_get("save").get("save", "")
+        except self._errors() as exc:  # managed Redis often disables CONFIG
+            self._log.debug("Token cache: cannot read Redis settings at %s (%s)", self._shown_url, type(exc).__name__)
+            return
+        _warn_settings(self._log, self._shown_url, _text(policy), _text(aof), _text(save))
 
     def _usable(self) -> bool:
         return time.monotonic() >= _DOWN_UNTIL.get(self.url, 0.0)
@@ -229,19 +329,26 @@ class RedisStore:
         if not self._usable():
             return None
         try:
-            raw = self._sync().get(self._name(key))
+            raw, seen, rotated = self._sync().mget(self._keys(key))
         except self._errors() as exc:
             self._failed(exc, "reading a token")
             return None
-        return self._decode(key, raw)
+        return self._answer(key, raw, seen, rotated)
 
     def put(self, key: str, token: SalesforceToken) -> None:
         if not self._usable():
             return
         try:
-            self._sync().set(self._name(key), self._encode(key, token), ex=self._ttl(token))
+            client = self._sync()
+            keys, args = self._put_args(key, token)
+            written = client.eval(_PUT_SCRIPT, len(keys), *keys, *args)
+            if written and token.refresh_token and token.marker is None:
+                self._check_settings(client)
         except self._errors() as exc:
             self._failed(exc, "writing a token")
+            return
+        if not written:
+            self._log.debug("Token cache: Redis holds a newer entry for %s; not replaced", key)
 
     def invalidate(self, key: str, access_token: str | None) -> None:
         # called under this store's lock (invalidate_flow), so read-then-write is not racy
@@ -269,14 +376,41 @@ class RedisStore:
         except self._errors() as exc:
             self._failed(exc, "taking the refresh lock")
             held = False
+        if not held or lock is None:
+            yield False
+            return
+        stop = threading.Event()
+        keeper = threading.Thread(target=self._keep, args=(lock, stop), name="sf-oauth-redis-lock", daemon=True)
+        keeper.start()
         try:
-            yield held
+            yield True
         finally:
-            if held and lock is not None:  # held: the lock was made and acquired
-                try:
-                    lock.release()
-                except self._errors() as exc:  # expired and taken by another, or Redis died
-                    self._release_failed(exc)
+            stop.set()
+            keeper.join(self._op_timeout + 1.0)
+            try:
+                lock.release()
+            except self._errors() as exc:  # expired and taken by another, or Redis died
+                self._release_failed(exc)
+
+    def _keep(self, lock: Any, stop: threading.Event) -> None:
+        """Extend ``lock`` to its full expiry every third of it until ``stop``: the lock outlives
+        the refresh it guards, however slow, while a killed holder frees it within the expiry."""
+        while not stop.wait(self.lock_expiry / 3):
+            try:
+                lock.reacquire()
+            except self._errors() as exc:
+                self._keep_failed(exc)
+                return
+
+    def _keep_failed(self, exc: BaseException) -> None:
+        import redis
+
+        if isinstance(exc, redis.exceptions.LockError):
+            warn_once(self._log, ("redis lock lost", self._shown_url),
+                      "Token cache: the Redis refresh lock expired while held (the process was paused longer than "
+                      "%ds); entries carry generations, so no older token replaces a newer one", int(self.lock_expiry))
+        else:
+            self._failed(exc, "extending the refresh lock")
 
     def _release_failed(self, exc: BaseException) -> None:
         import redis
@@ -294,20 +428,24 @@ class RedisStore:
             return None
         try:
             async with self._async() as client:
-                raw = await client.get(self._name(key))
+                raw, seen, rotated = await client.mget(self._keys(key))
         except self._errors() as exc:
             self._failed(exc, "reading a token")
             return None
-        return self._decode(key, raw)
+        return self._answer(key, raw, seen, rotated)
 
     async def aput(self, key: str, token: SalesforceToken) -> None:
         if not self._usable():
             return
         try:
             async with self._async() as client:
-                await client.set(self._name(key), self._encode(key, token), ex=self._ttl(token))
+                keys, args = self._put_args(key, token)
+                written = await client.eval(_PUT_SCRIPT, len(keys), *keys, *args)
         except self._errors() as exc:
             self._failed(exc, "writing a token")
+            return
+        if written and token.refresh_token and token.marker is None:
+            await asyncio.to_thread(self._check_settings, self._sync())
 
     async def ainvalidate(self, key: str, access_token: str | None) -> None:
         kept = forget_access_token(await self.aget(key), access_token)
@@ -336,14 +474,30 @@ class RedisStore:
             except self._errors() as exc:
                 self._failed(exc, "taking the refresh lock")
                 held = False
+            if not held or lock is None:
+                yield False
+                return
+            keeper = asyncio.ensure_future(self._akeep(lock))
             try:
-                yield held
+                yield True
             finally:
-                if held and lock is not None:  # held: the lock was made and acquired
-                    try:
-                        await lock.release()
-                    except self._errors() as exc:
-                        self._release_failed(exc)
+                keeper.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await keeper
+                try:
+                    await lock.release()
+                except self._errors() as exc:
+                    self._release_failed(exc)
+
+    async def _akeep(self, lock: Any) -> None:
+        """Async :meth:`_keep` (cancelled when the lock is released)."""
+        while True:
+            await asyncio.sleep(self.lock_expiry / 3)
+            try:
+                await lock.reacquire()
+            except self._errors() as exc:
+                self._keep_failed(exc)
+                return
 
     def close(self) -> None:
         """Close the sync client's connections (async operations close theirs as they end)."""
