@@ -379,17 +379,44 @@ class SalesforceOAuthHook(BaseHook):
         )
 
     def test_connection(self) -> tuple[bool, str]:
-        """A real token exchange (not from the cache) and a userinfo call, for the UI's Test button."""
+        """The UI's Test button: a real token exchange, a userinfo call, and a check of every other
+        credential the connection holds (the consumer secret, by introspecting the new token).
+
+        The exchange goes through the :class:`TokenProvider` like every other token request: with
+        rotation on, a refresh outside it would send a refresh token a task has already rotated
+        away, and Salesforce would revoke the live one.
+        """
         try:
-            token = self.client.fetch_token()
-            _mask(token.access_token)
+            token = self.get_token(force_refresh=True)
             info = self.client.userinfo(token.access_token)
+            secret_note = self._test_consumer_secret(token)
         except SalesforceOAuthError as exc:
             return False, str(exc)
         user = info.get("preferred_username") or info.get("user_id") or "?"
         return True, (
             f"Authenticated as {user} on {token.instance_url} ({self.config.auth_flow}); token {token.fingerprint}"
+            f"{secret_note}"
         )
+
+    def _test_consumer_secret(self, token: SalesforceToken) -> str:
+        """Introspect ``token`` with the consumer secret (what the sensor, audits and revocation
+        use later); a refused secret is a failed test naming the field."""
+        from sf_oauth_provider.client.errors import SalesforceAuthError
+
+        if not self.config.consumer_secret:
+            return "; no consumer secret set (introspection, audits and the sensor's checks need one)"
+        try:
+            self.client.introspect(token.access_token)
+        except SalesforceAuthError as exc:
+            raise SalesforceConfigError(
+                f"the token exchange works, but Salesforce refuses the consumer secret in 'password' "
+                f"({exc.error or 'refused'}): introspection, revocation audits and the sensor will fail",
+                field="password",
+                hint="copy the consumer secret of this connected app (Setup → App Manager → View → "
+                "Manage Consumer Details) into the connection's password",
+                conn_id=self.config.conn_id,
+            ) from None
+        return "; consumer secret accepted"
 
 
 def _requests_session(ca_bundle: str | None) -> Any:

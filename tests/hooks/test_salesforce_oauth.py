@@ -154,7 +154,10 @@ def test_dead_refresh_token(emulator, sf_connections, set_connection):
     set_connection("sf_bad", conn)
     with pytest.raises(E.SalesforceAuthError) as info:
         hook("sf_bad").get_token()
-    assert "expired access/refresh token" in str(info.value) and "authorize again" in info.value.hint
+    # asked before it is sent (a retired refresh token must never be sent: DESIGN §5)
+    assert "configured refresh token as no longer active" in str(info.value)
+    assert "re-authorise" in info.value.hint
+    assert emulator.org.count("token") == 0
 
 
 def test_config_error_makes_no_request(emulator, sf_connections, set_connection):
@@ -344,6 +347,27 @@ def test_test_connection(emulator, sf_connections, set_connection):
     set_connection("sf_bad", _jwt_conn(sf_connections, extra={"username": "analyst@demo.example"}))
     ok, message = hook("sf_bad").test_connection()
     assert not ok and "pre-authorize" in message
+
+
+def test_the_test_button_keeps_a_rotated_refresh_token(emulator, sf_connections):
+    """Pressing Test after a task rotated the refresh token must not send the retired one
+    (Salesforce would revoke the live one and the next task would fail with invalid_grant)."""
+    conn_id = "salesforce_oauth_refresh"
+    hook(conn_id).get_token()  # a task: the refresh token rotates
+    ok, message = hook(conn_id).test_connection()
+    assert ok, message
+    assert hook(conn_id).get_token(force_refresh=True).access_token  # the next task still refreshes
+    org = emulator.org
+    assert not any(appr.successor is not None and appr.successor.revoked for appr in org.approvals.values())
+
+
+def test_the_test_button_fails_on_a_wrong_consumer_secret(emulator, sf_connections, set_connection):
+    """A JWT connection authenticates without its secret; the secret is used later (introspection,
+    revocation, audits): a wrong one must fail the test, naming the field."""
+    set_connection("sf_wrong_secret", dict(sf_connections["salesforce_oauth_default"], password="not-the-secret"))
+    ok, message = hook("sf_wrong_secret").test_connection()
+    assert not ok
+    assert "password" in message and "not-the-secret" not in message
 
 
 async def test_async_methods(emulator, sf_connections):

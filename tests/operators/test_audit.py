@@ -205,6 +205,20 @@ def test_policy_options_and_connection_checks(sf_connections, set_connection, em
     assert again["counts"]["findings"] == 0 and again["counts"]["failed"] == 0
 
 
+def test_the_audit_keeps_the_refresh_token_a_task_rotated(sf_connections, emulator, tmp_path):
+    """Every token request goes through the token provider: after a task rotated the refresh
+    token, the audit's real exchange uses the rotated one, and the task after it still refreshes."""
+    from sf_oauth_provider.hooks.salesforce_oauth import SalesforceOAuthHook
+
+    SalesforceOAuthHook("salesforce_oauth_refresh").get_token()
+    result = SalesforceTokenAuditOperator(
+        task_id="audit", conn_ids=["salesforce_oauth_refresh"], inventory=False, report_dir=str(tmp_path)
+    ).execute(context())
+    assert result["counts"]["findings"] == 0 and result["counts"]["failed"] == 0
+    assert SalesforceOAuthHook("salesforce_oauth_refresh").get_token(force_refresh=True).access_token
+    assert not any(a.successor is not None and a.successor.revoked for a in emulator.org.approvals.values())
+
+
 def test_fail_on_findings_fails_after_the_report_is_written(sf_connections, emulator, tmp_path):
     ctx = context()
     op = SalesforceTokenAuditOperator(

@@ -148,14 +148,10 @@ class Collector:
 
         config, conn_id = hook.config, hook.salesforce_oauth_conn_id
         try:
-            if config.auth_flow == "refresh_token":
-                # through the cache: with rotation on, an exchange outside it would kill the
-                # refresh token the connection depends on
-                token = hook.get_token()
-            else:
-                # a real exchange, not the shared cache: a token cached by another connection with
-                # the same consumer key and user would hide a broken key or secret
-                token = hook.client.fetch_token()
+            # a real exchange (a cached token would hide a broken key), through the token provider
+            # like every token request: with rotation on, a refresh outside it would send a
+            # refresh token a task already rotated away, and Salesforce would revoke the live one
+            token = hook.get_token(force_refresh=True)
         except SalesforceOAuthError as exc:
             if exc.transient:
                 self.log.warning("Connection %r: could not get a token (%s)", conn_id, exc)
