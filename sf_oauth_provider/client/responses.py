@@ -226,8 +226,11 @@ def _host_error(reply: Reply, action: str, text: str) -> SalesforceHostError:
     )
 
 
-def error_for(reply: Reply, action: str) -> SalesforceOAuthError:
-    """The typed error for a non-2xx reply (or an unreadable 2xx one)."""
+def error_for(reply: Reply, action: str, now: float | None = None) -> SalesforceOAuthError:
+    """The typed error for a non-2xx reply (or an unreadable 2xx one).
+
+    :param now: epoch seconds the reply came (default: now), for errors that say when to try again
+    """
     status = reply.status_code
     if reply.truncated:
         return SalesforceUnavailableError(
@@ -238,7 +241,8 @@ def error_for(reply: Reply, action: str) -> SalesforceOAuthError:
     data = _decode_json(reply)
     if isinstance(data, dict) and isinstance(data.get("error"), str):
         desc = data.get("error_description")
-        return error_from_oauth_response(status, data["error"], desc if isinstance(desc, str) else None, action=action)
+        return error_from_oauth_response(status, data["error"], desc if isinstance(desc, str) else None, action=action,
+                                         now=now)
     if isinstance(data, list) and data and isinstance(data[0], dict) and "errorCode" in data[0]:
         return _rest_error(status, str(data[0].get("errorCode")), str(data[0].get("message", "")), action)
     text = reply.text().strip()
@@ -298,13 +302,13 @@ def _rest_error(status: int, code: str, message: str, action: str) -> Salesforce
     return SalesforceRequestError(text, error=code, error_description=message, status_code=status, hint=hints.get(code))
 
 
-def parse_json_reply(reply: Reply, action: str) -> Any:
-    """JSON of a 2xx reply, or the typed error."""
+def parse_json_reply(reply: Reply, action: str, now: float | None = None) -> Any:
+    """JSON of a 2xx reply, or the typed error (``now``: see :func:`error_for`)."""
     if not 200 <= reply.status_code < 300:
-        raise error_for(reply, action)
+        raise error_for(reply, action, now)
     data = _decode_json(reply)
     if data is _NOT_JSON:
-        raise error_for(reply, action)
+        raise error_for(reply, action, now)
     return data
 
 
@@ -334,7 +338,7 @@ def parse_token_response(
     Salesforce sends no ``expires_in``: expiry starts as ``issued_at`` (or now) + session timeout.
     When a ``signature`` is present and the consumer secret is known, it is verified.
     """
-    data = parse_json_reply(reply, "token request")
+    data = parse_json_reply(reply, "token request", now)
     if not isinstance(data, dict) or not _str(data, "access_token") or not _str(data, "instance_url"):
         raise SalesforceUnavailableError(
             "Salesforce's token response lacks access_token or instance_url",

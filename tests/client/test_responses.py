@@ -68,7 +68,7 @@ SALESFORCE_ERRORS = [
     ("invalid_grant", "no client credentials user enabled", E.SalesforceAuthError, "Run As"),
     ("unsupported_grant_type", "grant type not supported", E.SalesforceAuthError, "auth_flow"),
     ("invalid_grant", "expired access/refresh token", E.SalesforceAuthError, "refresh token"),
-    ("rate_limit_exceeded", "LOGIN_RATE_EXCEEDED", E.SalesforceRateLimitError, "3,600"),
+    ("rate_limit_exceeded", "LOGIN_RATE_EXCEEDED", E.SalesforceLoginRateLimitError, "3,600"),
 ]
 
 
@@ -199,3 +199,41 @@ def test_one_retry_predicate():
     assert not E.retry_may_help(E.SalesforceHostError("typo"))
     assert not E.retry_may_help(E.SalesforceConfigError("bad"))
     assert not E.retry_may_help(ValueError("not ours"))
+
+
+# ---- the login rate limit (3,600 logins per user per rolling hour) ------------------------------
+@pytest.mark.parametrize("body", [
+    {"error": "rate_limit_exceeded", "error_description": "LOGIN_RATE_EXCEEDED: too many logins for this user"},
+    {"error": "rate_limit_exceeded", "error_description": "rate limit exceeded"},  # Salesforce's documented 400
+    {"error": "invalid_grant", "error_description": "LOGIN_RATE_EXCEEDED"},
+])
+def test_the_login_rate_limit_is_permanent_and_says_when_the_hour_frees_up(body):
+    from datetime import datetime, timezone
+
+    now = datetime(2026, 12, 5, 14, 20, 30, tzinfo=timezone.utc).timestamp()
+    with pytest.raises(E.SalesforceLoginRateLimitError) as info:
+        parse_token_response(reply(400, body), session_timeout=7200, now=now)
+    err = info.value
+    assert not E.retry_may_help(err) and not err.transient and isinstance(err, E.SalesforcePermanentError)
+    assert err.frees_up_at == now + 3600
+    assert "15:20 UTC" in str(err) and "3,600" in err.hint  # at the latest an hour after this refusal
+    assert "Login History" in err.hint
+    again = __import__("pickle").loads(__import__("pickle").dumps(err))
+    assert str(again) == str(err) and again.frees_up_at == err.frees_up_at
+
+
+@pytest.mark.parametrize(("status", "body"), [
+    (429, {"error": "rate_limit_exceeded", "error_description": "rate limit exceeded"}),  # throttling, not logins
+    (429, "Too Many Requests"),
+])
+def test_other_rate_limits_on_the_token_endpoint_stay_transient(status, body):
+    with pytest.raises(E.SalesforceRateLimitError) as info:
+        parse_token_response(reply(status, body, "application/json" if isinstance(body, dict) else "text/plain"),
+                             session_timeout=7200)
+    assert E.retry_may_help(info.value)
+
+
+def test_the_data_apis_request_limit_stays_transient():
+    with pytest.raises(E.SalesforceRateLimitError) as info:
+        parse_introspection(reply(403, [{"errorCode": "REQUEST_LIMIT_EXCEEDED", "message": "TotalRequests Limit exceeded."}]))
+    assert E.retry_may_help(info.value)
