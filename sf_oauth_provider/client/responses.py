@@ -18,10 +18,12 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
+from sf_oauth_provider.client.config import is_loopback_host
 from sf_oauth_provider.client.errors import (
     SalesforceAuthError,
     SalesforceHostError,
     SalesforceOAuthError,
+    SalesforceProtocolError,
     SalesforceRateLimitError,
     SalesforceRequestError,
     SalesforceSessionExpired,
@@ -326,6 +328,33 @@ def _epoch_millis(raw: Any) -> int | None:
     return millis if millis <= MAX_EPOCH * 1000 else None
 
 
+def _checked_instance_url(raw: str, status: int) -> str:
+    """The token's ``instance_url`` if the bearer token may go there: https, or http on loopback.
+
+    Checked when the token arrives, so a token bound to a plain-http (or non-URL) instance is never
+    cached or handed out; the bearer check before each request (``check_bearer_target``) stays.
+    """
+    url = raw.rstrip("/")
+    try:
+        parts = urlsplit(url)
+        hostname = parts.hostname
+        parts.port  # noqa: B018 — a malformed port raises here
+    except ValueError:
+        parts, hostname = None, None
+    scheme = parts.scheme.lower() if parts is not None else ""
+    if hostname and (scheme == "https" or (scheme == "http" and is_loopback_host(hostname))):
+        return url
+    shown = safe_excerpt(url, 120)
+    problem = "uses plain http to a non-loopback host" if scheme == "http" and hostname else "is not an https URL"
+    raise SalesforceProtocolError(
+        f"Salesforce's token response field 'instance_url' {shown!r} {problem}: the access token would travel "
+        "unencrypted or to no real host, so it is refused and nothing is cached",
+        status_code=status, error="invalid_instance_url",
+        hint="Salesforce always answers with an https instance_url: check 'host' and any proxy rewriting the "
+        "token response",
+    )
+
+
 def parse_token_response(
     reply: Reply,
     *,
@@ -345,6 +374,7 @@ def parse_token_response(
             status_code=reply.status_code,
             hint="not a Salesforce token response: check the host",
         )
+    instance_url = _checked_instance_url(data["instance_url"], reply.status_code)
     received = time.time() if now is None else now
     issued_at = received
     raw_issued = data.get("issued_at")
@@ -375,7 +405,7 @@ def parse_token_response(
         issued_at = received
     return SalesforceToken(
         access_token=data["access_token"],
-        instance_url=data["instance_url"].rstrip("/"),
+        instance_url=instance_url,
         id_url=id_url,
         issued_at=issued_at,
         expires_at=issued_at + session_timeout,

@@ -237,3 +237,24 @@ def test_the_data_apis_request_limit_stays_transient():
     with pytest.raises(E.SalesforceRateLimitError) as info:
         parse_introspection(reply(403, [{"errorCode": "REQUEST_LIMIT_EXCEEDED", "message": "TotalRequests Limit exceeded."}]))
     assert E.retry_may_help(info.value)
+
+
+# ---- the instance URL the token is bound to ------------------------------------------------------
+@pytest.mark.parametrize("instance_url", [
+    "http://acme.my.salesforce.com", "http://10.0.0.5:8080", "ftp://acme.my.salesforce.com", "acme.my.salesforce.com",
+    "https://", "javascript:alert(1)",
+])
+def test_an_instance_url_the_bearer_token_must_not_go_to_is_refused(instance_url):
+    body = {"access_token": TOKEN, "instance_url": instance_url, "id": ID_URL}
+    with pytest.raises(E.SalesforceProtocolError) as info:
+        parse_token_response(reply(200, body), session_timeout=7200)
+    err = info.value
+    assert "instance_url" in str(err) and not E.retry_may_help(err)
+    assert TOKEN not in str(err) and TOKEN not in repr(err.__context__)
+
+
+@pytest.mark.parametrize("instance_url", ["https://acme.my.salesforce.com", "http://127.0.0.1:8443",
+                                          "http://localhost:9000", "http://[::1]:9000"])
+def test_https_and_loopback_http_instance_urls_are_accepted(instance_url):
+    body = {"access_token": TOKEN, "instance_url": instance_url, "id": ID_URL}
+    assert parse_token_response(reply(200, body), session_timeout=7200).instance_url == instance_url
