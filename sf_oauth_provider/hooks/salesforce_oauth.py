@@ -95,6 +95,9 @@ class SalesforceOAuthHook(BaseHook):
                 f"Connection {self.salesforce_oauth_conn_id!r} has conn_type {conn.conn_type!r}, "
                 f"not {self.conn_type!r}",
                 field="conn_type",
+                hint=f"set conn_type to {self.conn_type!r}; a connection of apache-airflow-providers-salesforce "
+                "keeps the consumer key in 'login' and moves its extras (README: 'Migrating from "
+                "apache-airflow-providers-salesforce')",
             )
         return OAuthConfig.from_connection_fields(
             self.salesforce_oauth_conn_id,
