@@ -167,3 +167,31 @@ def test_secrets_echoed_by_the_server_are_redacted_from_reports_and_xcom(
     assert "invalid client credentials" in json.dumps(report["findings"])  # the error is reported ...
     for text in texts:
         assert secret not in text and INVENTED_TOKEN not in text  # ... without what it echoed
+
+
+# ---- the example DAG's audit-summary.txt names app and user, neutralised (issue 27) -------------
+def _example_notifier(location: Path) -> Any:
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[2] / "dags_examples" / "token_audit.py"
+    spec = importlib.util.spec_from_file_location("sf_example_token_audit", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.AuditSummaryNotifier(location=str(location))
+
+
+def test_the_audit_summary_names_app_and_user_neutralised(sf_connections, emulator, tmp_path):
+    org = emulator.org
+    _make_hostile(org)
+    org.user_by_username("former@demo.example").username = "www.evil.example\nnew: sha256:000000000000 forged"
+    result = _audit(tmp_path, on_findings=_example_notifier(tmp_path / "report"))
+    text = (tmp_path / "report" / "audit-summary.txt").read_text(encoding="utf-8")
+    listed = [ln for ln in text.splitlines() if ln.startswith("new: ")]
+    assert len(listed) == len(result["new_finding_fingerprints"]) > 0  # one line each, no forged line
+    report = json.loads(Path(result["report_files"]["json"]).read_text(encoding="utf-8"))
+    row = next(r for r in report["findings"] if r["app"] == HOSTILE_APP)
+    line = next(ln for ln in listed if row["fingerprint"] in ln)
+    assert row["kind"] in line and "app ''=HYPERLINK(" in line  # a formula start is neutralised ...
+    assert "https[:]//evil.example" in line  # ... and links are defanged, as in the other formats
+    assert "https://" not in text and "www.evil" not in text and "www[.]evil.example" in text
+    assert not any(ln.startswith("new: sha256:000000000000") for ln in text.splitlines())

@@ -26,6 +26,10 @@ if TYPE_CHECKING:
 
 __all__ = ["SalesforceTokenAuditOperator"]
 
+#: What a notifier gets of each finding row (``audit_findings`` in its context)
+_NOTIFIER_ROW_KEYS = ("id", "fingerprint", "kind", "kinds", "severity", "app", "user", "source", "conn_id", "new",
+                      "revocable")
+
 #: What ``on_findings`` accepts: a notifier, a callable receiving the summary, or a list of them.
 FindingsCallback = Union["BaseNotifier", Callable[[dict[str, Any]], Any]]
 #: report format → file name
@@ -139,7 +143,9 @@ class SalesforceTokenAuditOperator(RenderedFieldsMixin, BaseOperator):
         (templated; severity rises as the expiry nears)
     :param on_findings: called when the audit has findings, after the reports are written: an
         Airflow notifier (``BaseNotifier``; it gets the task context with the summary as
-        ``audit_summary``, so its templates can use ``{{ audit_summary.counts.findings }}``), or a
+        ``audit_summary``, so its templates can use ``{{ audit_summary.counts.findings }}``, and the
+        finding rows with app and user as ``audit_findings``: values from Salesforce, to escape
+        for the notifier's format, e.g. with :func:`sf_oauth_provider.reporting.text_cell`), or a
         callable receiving the summary (the XCom value), or a list of them
     :param retry_attempts: tries per request for a transient error (default: the hook's)
     :param retry_backoff: first backoff in seconds between those tries (default: the hook's)
@@ -272,7 +278,7 @@ class SalesforceTokenAuditOperator(RenderedFieldsMixin, BaseOperator):
         report = build_report(collector.records, findings, policy, meta, previous=self._previous(folder))
         result = xcom_value(report, self._write(folder, report))
         self._log_summary(result)
-        notify_error = self._notify(context, result) if result["counts"]["findings"] else None
+        notify_error = self._notify(context, result, report["findings"]) if result["counts"]["findings"] else None
 
         failures = [f for f in collector.failed if f.get("introspection")]
         if collector.jobs and len(failures) == len(collector.jobs):
@@ -363,16 +369,22 @@ class SalesforceTokenAuditOperator(RenderedFieldsMixin, BaseOperator):
         files = {fmt: folder.write_text(REPORT_FILES[fmt], text) for fmt, text in texts.items()}
         return {fmt: files[fmt] for fmt in REPORT_FILES}
 
-    def _notify(self, context: Context, summary: dict[str, Any]) -> str | None:
-        """Call every ``on_findings`` target; returns the first failure's description."""
+    def _notify(self, context: Context, summary: dict[str, Any], findings: list[dict[str, Any]]) -> str | None:
+        """Call every ``on_findings`` target; returns the first failure's description.
+
+        A notifier also gets ``audit_findings``: the report's rows with app and user, which the
+        XCom-sized summary leaves out (they stay in the task's memory, never in XCom).
+        """
         from airflow.sdk import BaseNotifier
 
+        rows = [{k: row.get(k) for k in _NOTIFIER_ROW_KEYS} for row in findings]
         error = None
         for target in self.on_findings:
             try:
                 if isinstance(target, BaseNotifier):
                     ctx = dict(context) if hasattr(context, "keys") else {}
                     ctx["audit_summary"] = summary
+                    ctx["audit_findings"] = rows
                     target(ctx)
                 else:
                     target(summary)
