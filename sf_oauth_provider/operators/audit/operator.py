@@ -108,8 +108,9 @@ class SalesforceTokenAuditOperator(RenderedFieldsMixin, BaseOperator):
     (schema in the README, "Audit report schema"), ``audit.html`` (one self-contained page),
     ``audit.md``, ``audit.csv`` (one row per finding) and ``audit-tokens.csv`` (every token).
     Each finding says whether it is ``new``: absent from the report that was at the same location
-    before this run. A local folder must be writable by this user only; files are ``0600``
-    unless ``report_file_mode`` says otherwise.
+    before this run. A local folder must be writable by this user only; files follow the process
+    umask (0644 under umask 022, never writable by group or others) unless ``report_file_mode``
+    sets an exact mode.
 
     The return value / XCom holds counts, report locations and fingerprints only (no usernames,
     app names or messages): ``{"schema_version", "counts", "report_files", "finding_fingerprints",
@@ -134,7 +135,8 @@ class SalesforceTokenAuditOperator(RenderedFieldsMixin, BaseOperator):
     :param report_dir: folder or object storage URI for the reports (templated); default
         ``$AIRFLOW_HOME/salesforce_token_audit/<dag_id>/<task_id>`` — one stable place per task,
         so each run is compared with the last
-    :param report_file_mode: permission bits of local report files (default ``0o600``)
+    :param report_file_mode: exact permission bits of local report files, e.g. ``0o640``
+        (default ``None``: 0644 less the process umask)
     :param fail_on_findings: fail the task (after writing the report) when there is any finding
         (templated)
     :param max_concurrency: introspection requests in flight (templated)
@@ -171,7 +173,7 @@ class SalesforceTokenAuditOperator(RenderedFieldsMixin, BaseOperator):
         allowed_scopes: Sequence[str] | str | None = None,
         allowed_apps: Sequence[str] | str | None = None,
         report_dir: str | os.PathLike[str] | None = None,
-        report_file_mode: int = 0o600,
+        report_file_mode: int | None = None,
         fail_on_findings: bool | str = False,
         max_concurrency: int | str = 16,
         introspect_inventory: bool | str = True,
@@ -191,7 +193,7 @@ class SalesforceTokenAuditOperator(RenderedFieldsMixin, BaseOperator):
         self.allowed_scopes = allowed_scopes
         self.allowed_apps = allowed_apps
         self.report_dir = report_dir
-        self.report_file_mode = int(report_file_mode)
+        self.report_file_mode = None if report_file_mode is None else int(report_file_mode)
         self.fail_on_findings = fail_on_findings
         self.max_concurrency = max_concurrency
         self.introspect_inventory = introspect_inventory
@@ -204,7 +206,7 @@ class SalesforceTokenAuditOperator(RenderedFieldsMixin, BaseOperator):
             self.on_findings = [on_findings]  # type: ignore[list-item]
         self.retry_attempts = retry_attempts
         self.retry_backoff = retry_backoff
-        if self.report_file_mode & ~0o777:
+        if self.report_file_mode is not None and self.report_file_mode & ~0o777:
             raise ValueError(f"report_file_mode must be permission bits such as 0o600, got {report_file_mode!r}")
         if not any(is_template(v) for v in (conn_ids, tokens, stale_after_days, expiring_within, allowed_scopes,
                                              allowed_apps, inventory, fail_on_findings, max_concurrency,
