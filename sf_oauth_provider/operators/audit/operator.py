@@ -207,7 +207,7 @@ class SalesforceTokenAuditOperator(RenderedFieldsMixin, BaseOperator):
         self.retry_attempts = retry_attempts
         self.retry_backoff = retry_backoff
         if self.report_file_mode is not None and self.report_file_mode & ~0o777:
-            raise ValueError(f"report_file_mode must be permission bits such as 0o600, got {report_file_mode!r}")
+            raise ValueError(f"report_file_mode must be permission bits such as 0o640, got {report_file_mode!r}")
         if not any(is_template(v) for v in (conn_ids, tokens, stale_after_days, expiring_within, allowed_scopes,
                                              allowed_apps, inventory, fail_on_findings, max_concurrency,
                                              introspect_inventory, certificate_warn_days)):
