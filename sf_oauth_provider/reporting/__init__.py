@@ -5,7 +5,8 @@
   text lines get no control characters and no live links.
 * :mod:`~sf_oauth_provider.reporting.location` — where report files go: a local folder (written
   through ``O_EXCL``/``O_NOFOLLOW`` temp files and atomic renames, modes following the umask but
-  never group/other-writable, refusing a folder other users can write) or any ``ObjectStoragePath`` URI (``s3://``, ``gs://``, …).
+  never group/other-writable, refusing a folder other users can write) or any
+  ``ObjectStoragePath`` URI (``s3://``, ``gs://``, …).
 """
 
 from __future__ import annotations
