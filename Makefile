@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 AIRFLOW_VERSION ?= 3.3.2
 STAMP := $(VENV)/.installed
 
-.PHONY: venv system-packages lint test test-compat demo bench clean
+.PHONY: venv system-packages lint test test-compat demo bench clean dist
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -38,8 +38,16 @@ COMPAT_ROWS ?=
 test-compat: $(STAMP) system-packages
 	$(PY) .ci/compat_matrix.py --uv $(VENV)/bin/uv $(if $(COMPAT_ROWS),--only $(COMPAT_ROWS))
 
+# sdist and wheel into $(DIST_DIR) (the wheel is built from the sdist, so the sdist is proven
+# complete): `pip install dist/sf_oauth_provider-*.whl` until the package is on PyPI
+DIST_DIR ?= dist
+dist: $(STAMP)
+	rm -rf build
+	$(VENV)/bin/uv build --quiet --out-dir $(DIST_DIR) .
+	ls -1 $(DIST_DIR)
+
 clean:
-	rm -rf $(VENV) .venv-compat .demo
+	rm -rf $(VENV) .venv-compat .demo build dist
 
 # Benchmarks (DESIGN §7) side by side with apache-airflow-providers-salesforce, which lives only in
 # its own virtualenv (it pulls pandas, numpy, zeep, lxml): never in runtime or test dependencies.

@@ -52,7 +52,9 @@ class AuditSummaryNotifier(BaseNotifier):
     """Writes a few lines about the audit (``audit-summary.txt``) into ``location`` and logs them.
 
     Receives the audit's summary (its XCom value) as ``context["audit_summary"]``: counts, report
-    locations and fingerprints, no usernames.
+    locations and fingerprints; and the finding rows as ``context["audit_findings"]``, whose app
+    and user names come from Salesforce (and may be chosen by an attacker): each goes through
+    ``text_cell`` — one line, links defanged, formula starts neutralised.
 
     :param location: folder or object storage URI (templated)
     """
@@ -68,16 +70,25 @@ class AuditSummaryNotifier(BaseNotifier):
 
         :param context: the task context with ``audit_summary``
         """
-        from sf_oauth_provider.reporting import ReportFolder
+        from sf_oauth_provider.reporting import ReportFolder, text_cell
 
         summary = context["audit_summary"]
         counts = summary["counts"]
+        rows = {row["fingerprint"]: row for row in context.get("audit_findings") or [] if row.get("fingerprint")}
         severities = ", ".join(f"{n} {s}" for s, n in counts["by_severity"].items() if n) or "none"
+
+        def described(fp: str) -> str:
+            row = rows.get(fp)
+            if row is None:
+                return f"new: {fp}"
+            return (f"new: {fp} — {row['severity']} {' '.join(row['kinds'])}; app '{text_cell(row['app'])}', "
+                    f"user '{text_cell(row['user'])}'")
+
         lines = [
             f"Salesforce token audit: {counts['findings']} findings ({counts['new_findings']} new, "
             f"{counts['resolved_findings']} resolved) in {counts['tokens']} tokens; by severity: {severities}",
             f"Report: {summary['report_files']['html']}",
-            *(f"new: {fp}" for fp in summary["new_finding_fingerprints"]),
+            *(described(fp) for fp in summary["new_finding_fingerprints"]),
         ]
         ReportFolder(self.location, "location").write_text("audit-summary.txt", "\n".join(lines) + "\n")
         self.log.info("%s", lines[0])

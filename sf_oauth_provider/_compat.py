@@ -61,6 +61,16 @@ try:  # 3.1+
 except ImportError:  # 3.0
     from airflow.exceptions import AirflowException  # type: ignore[no-redef,assignment]
 
+# "connection not defined": the SDK raises its own class from 3.1 on, core's before; both, once
+from airflow.exceptions import AirflowNotFoundException as _CoreNotFound
+
+try:  # 3.1+
+    from airflow.sdk.exceptions import AirflowNotFoundException as _SdkNotFound
+except ImportError:  # 3.0
+    _SdkNotFound = _CoreNotFound  # type: ignore[misc,assignment]
+#: the classes ``get_connection`` raises for an unknown conn_id on the installed release
+NOT_FOUND_ERRORS: tuple[type[Exception], ...] = tuple(dict.fromkeys((_SdkNotFound, _CoreNotFound)))
+
 try:  # 3.3+
     from airflow.sdk.log import amask_secret as _amask_secret
 except ImportError:  # 3.0 to 3.2
@@ -77,6 +87,7 @@ __all__ = [
     "AirflowSkipException",
     "AirflowVersionError",
     "BaseHook",
+    "NOT_FOUND_ERRORS",
     "TaskDeferred",
     "amask_secret",
     "conf",

@@ -4,7 +4,8 @@ Layers, cheapest first::
 
     process memory (MemoryStore)  →  encrypted file (FileStore, every process on the host)
 
-``mode``: ``file`` (memory + file; ``auto`` means the same until a shared store is configured),
+``mode``: ``file`` (memory + file; ``auto`` means the same until a shared store is configured;
+``redis`` when the provider layers one on, reported as such),
 ``memory`` (this process) or ``none`` (every call fetches; only a rotated refresh token is kept,
 in this object). A file cache whose
 directory cannot be used safely degrades to memory, with one warning. The refresh rules live in
@@ -114,8 +115,15 @@ class TokenCache:
 
     @property
     def mode(self) -> str:
-        """The effective mode: ``file`` degrades to ``memory`` when its directory is unusable."""
-        return self._mode
+        """The effective mode: ``redis`` when a shared store is layered on (``auto`` with a Redis
+        URL), else ``file``, which degrades to ``memory`` when its directory is unusable."""
+        wider = [store.name for store in self.layers if store.shared and store is not self._file]
+        return wider[-1] if wider else self._mode
+
+    @property
+    def layer_names(self) -> tuple[str, ...]:
+        """The layers looked up, cheapest first, e.g. ``("memory", "file", "redis")``."""
+        return tuple(store.name for store in self.layers)
 
     @property
     def cache_dir(self) -> Path | None:
@@ -123,7 +131,8 @@ class TokenCache:
         return self._file.directory if self._file is not None else None
 
     def __repr__(self) -> str:
-        return f"TokenCache(mode={self._mode!r}, cache_dir={str(self.cache_dir) if self.cache_dir else None!r})"
+        return (f"TokenCache(mode={self.mode!r}, layers={'+'.join(self.layer_names)!r}, "
+                f"cache_dir={str(self.cache_dir) if self.cache_dir else None!r})")
 
     # ---- plain access ------------------------------------------------------------------------
     def get(self, key: str) -> SalesforceToken | None:

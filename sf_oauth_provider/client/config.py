@@ -294,9 +294,46 @@ def _renamed_extras_resolved(conn_id: str, extra: dict[str, Any], fail) -> dict[
     return extra
 
 
+#: extras of apache-airflow-providers-salesforce (``SalesforceHook``, also ``extra__salesforce__<name>``)
+#: and what replaces each here: a migrated connection gets a warning that says what to change
+SALESFORCE_PROVIDER_EXTRAS = {
+    "consumer_key": "put the consumer key in 'login' (Consumer Key)",
+    "consumer_secret": "put the consumer secret in 'password' (Consumer Secret)",
+    "private_key_file_path": "use extra 'jwt_key_file'",
+    "domain": "set 'host' to https://login.salesforce.com ('login'), https://test.salesforce.com ('test') "
+              "or your My Domain URL (https://<domain>.my.salesforce.com)",
+    "sandbox": "set 'host' to https://test.salesforce.com (or your sandbox My Domain URL)",
+    "is_sandbox": "set 'host' to https://test.salesforce.com (or your sandbox My Domain URL)",
+    "version": "use extra 'api_version'",
+    "instance_url": "not needed: Salesforce returns the instance URL with every token; put a My Domain URL in 'host'",
+    "instance": "not needed: Salesforce returns the instance URL with every token; put a My Domain URL in 'host'",
+    "security_token": "not used: the username-password login it belongs to is not supported; use auth_flow "
+                      "'jwt_bearer' (extra 'username' plus a key) or 'client_credentials'",
+    "organization_id": "not used (it serves the username-password login of IP-restricted orgs)",
+    "client_id": "not used (simple-salesforce's call label); the connected app's consumer key goes in 'login'",
+    "proxies": "not supported: the client connects to Salesforce directly",
+}
+_SALESFORCE_PREFIX = "extra__salesforce__"
+
+
+def _migration_hint(name: str) -> str | None:
+    """What replaces an extra of the Salesforce provider, or None if ``name`` is not one."""
+    bare = name[len(_SALESFORCE_PREFIX):] if name.startswith(_SALESFORCE_PREFIX) else name
+    if bare in SALESFORCE_PROVIDER_EXTRAS:
+        return SALESFORCE_PROVIDER_EXTRAS[bare]
+    if bare != name and bare in KNOWN_EXTRAS:
+        return f"use extra {bare!r} (without the prefix)"
+    return None
+
+
 def _warn_unknown_extras(conn_id: str, extra: Mapping[str, Any]) -> None:
     for name in extra:
         if name in KNOWN_EXTRAS:
+            continue
+        migration = _migration_hint(name)
+        if migration is not None:
+            log.warning("Connection %r: extra %r of apache-airflow-providers-salesforce is ignored: %s "
+                        "(README: 'Migrating from apache-airflow-providers-salesforce')", conn_id, name, migration)
             continue
         close = difflib.get_close_matches(name, KNOWN_EXTRAS, n=1, cutoff=0.75)
         guess = f"; did you mean {close[0]!r}?" if close else f" (known extras: {', '.join(KNOWN_EXTRAS)})"

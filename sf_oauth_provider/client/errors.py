@@ -12,11 +12,13 @@ what the user should change (``hint``) and whether a retry may help (``transient
     │   ├── SalesforceRequestError       bad SOQL, unsupported token type, other 4xx
     │   ├── SalesforceHostError          'host' is not Salesforce: 404, a pasted token path,
     │   │                                a name that does not resolve, a 200 HTML page
+    │   ├── SalesforceLoginRateLimitError  the user's 3,600 logins this hour are used up: a retry
+    │   │                                within the task try only extends the lockout
     │   └── SalesforceProtocolError      a reply no Salesforce sends: an off-origin or repeated
     │                                    nextRecordsUrl, a plain-http instance URL
     └── SalesforceTransientError         a retry may help
         ├── SalesforceUnavailableError   5xx, maintenance HTML page, malformed/oversized body
-        ├── SalesforceRateLimitError     429 / login rate limit
+        ├── SalesforceRateLimitError     429, the data API's REQUEST_LIMIT_EXCEEDED
         ├── SalesforceConnectionError    timeout, deadline, connection reset, TLS handshake
         └── SalesforceRefreshInDoubt     a refresh grant may have reached Salesforce, its answer
                                          did not come back: never resent blindly
@@ -41,6 +43,7 @@ __all__ = [
     "SalesforceTransientError",
     "SalesforceUnavailableError",
     "SalesforceRateLimitError",
+    "SalesforceLoginRateLimitError",
     "SalesforceConnectionError",
     "SalesforceRefreshInDoubt",
     "SalesforceRefreshTokenLost",
@@ -194,6 +197,31 @@ class SalesforceProtocolError(SalesforcePermanentError):
     instance URL. Nothing is sent on."""
 
 
+class SalesforceLoginRateLimitError(SalesforcePermanentError):
+    """The user has used up Salesforce's logins for the hour (``LOGIN_RATE_EXCEEDED``, 3,600 logins
+    per user per rolling hour). Permanent for the task try: Salesforce counts refused logins too,
+    so retrying within seconds only burns the budget; the limit frees up as the hour rolls on.
+
+    :param frees_up_at: epoch seconds by which the limit has freed up at the latest (an hour
+        after this refusal: every login counted then is over an hour old)
+    """
+
+    def __init__(self, message: str, *, frees_up_at: float | None = None, **kwargs) -> None:
+        self.frees_up_at = frees_up_at
+        super().__init__(message, **kwargs)
+
+    def __reduce__(self):
+        return (_rebuild_login_limit, (self.message, self.error, self.error_description, self.status_code,
+                                       self.hint, self.conn_id, self.frees_up_at))
+
+
+def _rebuild_login_limit(message, error, error_description, status_code, hint, conn_id, frees_up_at):
+    exc = SalesforceLoginRateLimitError(message, error=error, error_description=error_description,
+                                        status_code=status_code, hint=hint, frees_up_at=frees_up_at)
+    exc.conn_id = conn_id
+    return exc
+
+
 class SalesforceTransientError(SalesforceOAuthError):
     """Salesforce could not answer now; the same request may succeed later."""
 
@@ -278,8 +306,8 @@ def retry_may_help(exc: BaseException, *, same_request: bool = False) -> bool:
 
 
 _RATE_HINT = (
-    "Salesforce is limiting logins or requests for this user (3,600 logins per hour): wait, "
-    "and let the token cache share one token across tasks"
+    "Salesforce is throttling requests: retried with backoff; if it persists, the org's API request "
+    "limit is reached (Setup → Company Information → API Requests)"
 )
 
 # (error, description fragment or None) -> (class, hint). The description is matched as
@@ -396,7 +424,8 @@ _KNOWN: list[tuple[str, str | None, type[SalesforceOAuthError], str]] = [
         SalesforceAuthError,
         "the connected app does not grant the requested scope: edit its OAuth scopes",
     ),
-    ("rate_limit_exceeded", None, SalesforceRateLimitError, _RATE_HINT),
+    # Salesforce's OAuth error list: rate_limit_exceeded = "number of login attempts exceeded"
+    ("rate_limit_exceeded", None, SalesforceLoginRateLimitError, _RATE_HINT),
     (
         "invalid_token",
         None,
@@ -434,22 +463,51 @@ def hint_for(error: str | None, description: str | None) -> tuple[type[Salesforc
     """Class and hint for a Salesforce ``error``/``error_description`` pair."""
     code = (error or "").strip().lower()
     desc = (description or "").strip().lower()
+    if "login_rate_exceeded" in desc or "login_rate_exceeded" in code:  # whatever the error code
+        return SalesforceLoginRateLimitError, _RATE_HINT
     for known_error, fragment, cls, hint in _KNOWN:
         if code == known_error and (fragment is None or fragment in desc):
             return cls, hint
-    if "login_rate_exceeded" in desc or "request_limit_exceeded" in code:
+    if "request_limit_exceeded" in code:
         return SalesforceRateLimitError, _RATE_HINT
     return SalesforcePermanentError, None
 
 
+#: Salesforce counts logins per user over a rolling hour
+LOGIN_WINDOW_SECONDS = 3600
+
+
+def _login_limit_error(
+    status_code: int, error: str | None, description: str | None, said: str, action: str, now: float | None
+) -> SalesforceLoginRateLimitError:
+    import time
+    from datetime import datetime, timezone
+
+    frees_up_at = (time.time() if now is None else now) + LOGIN_WINDOW_SECONDS
+    at = datetime.fromtimestamp(frees_up_at, timezone.utc).strftime("%H:%M UTC on %Y-%m-%d")
+    return SalesforceLoginRateLimitError(
+        f"Salesforce refused the {action} (HTTP {status_code}) — Salesforce says: {said}; this user's logins "
+        f"for the hour are used up, and they free up as the hour rolls on: by {at} at the latest",
+        error=error, error_description=description, status_code=status_code, frees_up_at=frees_up_at,
+        hint="Salesforce allows 3,600 logins per user per rolling hour and counts refused ones too, so this "
+        "task try is not retried. Find what logs in this often (Setup → Login History, filtered by the user), "
+        "let tasks share one token (extra 'cache': 'file', or 'redis' for many hosts), then run the task again",
+    )
+
+
 def error_from_oauth_response(
-    status_code: int, error: str | None, description: str | None, *, action: str
+    status_code: int, error: str | None, description: str | None, *, action: str, now: float | None = None
 ) -> SalesforceOAuthError:
     """Build the typed error for a JSON OAuth error response.
 
     :param action: what was attempted, e.g. ``"token request"``; goes first in the message
+    :param now: epoch seconds of the reply (default: now): the login limit says when it frees up
     """
     cls, hint = hint_for(error, description)
+    login_limit = cls is SalesforceLoginRateLimitError and (
+        # a bare 429 is throttling (Salesforce's edge, a proxy): transient, whatever the code says
+        status_code != 429 or "login_rate_exceeded" in f"{error} {description}".lower()
+    )
     if status_code >= 500 and not cls.transient:
         cls = SalesforceUnavailableError
     if status_code == 429:
@@ -457,6 +515,8 @@ def error_from_oauth_response(
     said = error or "error"
     if description:
         said = f"{said}: {description}"
+    if login_limit and status_code < 500:
+        return _login_limit_error(status_code, error, description, said, action, now)
     return cls(
         f"Salesforce refused the {action} (HTTP {status_code}) — Salesforce says: {said}",
         error=error,

@@ -18,10 +18,12 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
+from sf_oauth_provider.client.config import is_loopback_host
 from sf_oauth_provider.client.errors import (
     SalesforceAuthError,
     SalesforceHostError,
     SalesforceOAuthError,
+    SalesforceProtocolError,
     SalesforceRateLimitError,
     SalesforceRequestError,
     SalesforceSessionExpired,
@@ -226,8 +228,11 @@ def _host_error(reply: Reply, action: str, text: str) -> SalesforceHostError:
     )
 
 
-def error_for(reply: Reply, action: str) -> SalesforceOAuthError:
-    """The typed error for a non-2xx reply (or an unreadable 2xx one)."""
+def error_for(reply: Reply, action: str, now: float | None = None) -> SalesforceOAuthError:
+    """The typed error for a non-2xx reply (or an unreadable 2xx one).
+
+    :param now: epoch seconds the reply came (default: now), for errors that say when to try again
+    """
     status = reply.status_code
     if reply.truncated:
         return SalesforceUnavailableError(
@@ -238,7 +243,8 @@ def error_for(reply: Reply, action: str) -> SalesforceOAuthError:
     data = _decode_json(reply)
     if isinstance(data, dict) and isinstance(data.get("error"), str):
         desc = data.get("error_description")
-        return error_from_oauth_response(status, data["error"], desc if isinstance(desc, str) else None, action=action)
+        return error_from_oauth_response(status, data["error"], desc if isinstance(desc, str) else None, action=action,
+                                         now=now)
     if isinstance(data, list) and data and isinstance(data[0], dict) and "errorCode" in data[0]:
         return _rest_error(status, str(data[0].get("errorCode")), str(data[0].get("message", "")), action)
     text = reply.text().strip()
@@ -298,13 +304,13 @@ def _rest_error(status: int, code: str, message: str, action: str) -> Salesforce
     return SalesforceRequestError(text, error=code, error_description=message, status_code=status, hint=hints.get(code))
 
 
-def parse_json_reply(reply: Reply, action: str) -> Any:
-    """JSON of a 2xx reply, or the typed error."""
+def parse_json_reply(reply: Reply, action: str, now: float | None = None) -> Any:
+    """JSON of a 2xx reply, or the typed error (``now``: see :func:`error_for`)."""
     if not 200 <= reply.status_code < 300:
-        raise error_for(reply, action)
+        raise error_for(reply, action, now)
     data = _decode_json(reply)
     if data is _NOT_JSON:
-        raise error_for(reply, action)
+        raise error_for(reply, action, now)
     return data
 
 
@@ -322,6 +328,33 @@ def _epoch_millis(raw: Any) -> int | None:
     return millis if millis <= MAX_EPOCH * 1000 else None
 
 
+def _checked_instance_url(raw: str, status: int) -> str:
+    """The token's ``instance_url`` if the bearer token may go there: https, or http on loopback.
+
+    Checked when the token arrives, so a token bound to a plain-http (or non-URL) instance is never
+    cached or handed out; the bearer check before each request (``check_bearer_target``) stays.
+    """
+    url = raw.rstrip("/")
+    try:
+        parts = urlsplit(url)
+        hostname = parts.hostname
+        parts.port  # noqa: B018 — a malformed port raises here
+    except ValueError:
+        parts, hostname = None, None
+    scheme = parts.scheme.lower() if parts is not None else ""
+    if hostname and (scheme == "https" or (scheme == "http" and is_loopback_host(hostname))):
+        return url
+    shown = safe_excerpt(url, 120)
+    problem = "uses plain http to a non-loopback host" if scheme == "http" and hostname else "is not an https URL"
+    raise SalesforceProtocolError(
+        f"Salesforce's token response field 'instance_url' {shown!r} {problem}: the access token would travel "
+        "unencrypted or to no real host, so it is refused and nothing is cached",
+        status_code=status, error="invalid_instance_url",
+        hint="Salesforce always answers with an https instance_url: check 'host' and any proxy rewriting the "
+        "token response",
+    )
+
+
 def parse_token_response(
     reply: Reply,
     *,
@@ -334,13 +367,14 @@ def parse_token_response(
     Salesforce sends no ``expires_in``: expiry starts as ``issued_at`` (or now) + session timeout.
     When a ``signature`` is present and the consumer secret is known, it is verified.
     """
-    data = parse_json_reply(reply, "token request")
+    data = parse_json_reply(reply, "token request", now)
     if not isinstance(data, dict) or not _str(data, "access_token") or not _str(data, "instance_url"):
         raise SalesforceUnavailableError(
             "Salesforce's token response lacks access_token or instance_url",
             status_code=reply.status_code,
             hint="not a Salesforce token response: check the host",
         )
+    instance_url = _checked_instance_url(data["instance_url"], reply.status_code)
     received = time.time() if now is None else now
     issued_at = received
     raw_issued = data.get("issued_at")
@@ -371,7 +405,7 @@ def parse_token_response(
         issued_at = received
     return SalesforceToken(
         access_token=data["access_token"],
-        instance_url=data["instance_url"].rstrip("/"),
+        instance_url=instance_url,
         id_url=id_url,
         issued_at=issued_at,
         expires_at=issued_at + session_timeout,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import contextlib
 import json
@@ -94,6 +95,9 @@ class SalesforceOAuthHook(BaseHook):
                 f"Connection {self.salesforce_oauth_conn_id!r} has conn_type {conn.conn_type!r}, "
                 f"not {self.conn_type!r}",
                 field="conn_type",
+                hint=f"set conn_type to {self.conn_type!r}; a connection of apache-airflow-providers-salesforce "
+                "keeps the consumer key in 'login' and moves its extras (README: 'Migrating from "
+                "apache-airflow-providers-salesforce')",
             )
         return OAuthConfig.from_connection_fields(
             self.salesforce_oauth_conn_id,
@@ -116,10 +120,25 @@ class SalesforceOAuthHook(BaseHook):
             found += [str(extra[k]) for k in _SECRET_EXTRAS if extra.get(k)]
         return found
 
+    def _not_found(self, exc: Exception) -> Exception:
+        """Airflow's "not defined" as a permanent error naming the closest connection id."""
+        from sf_oauth_provider.hooks.connection_lookup import is_not_found, not_found_error
+
+        if not is_not_found(exc):
+            return exc
+        return not_found_error(self.salesforce_oauth_conn_id, exc, self.conn_name_attr)
+
     @cached_property
     def config(self) -> OAuthConfig:
-        """The connection's validated settings (raises :class:`SalesforceConfigError`)."""
-        conn = self.get_connection(self.salesforce_oauth_conn_id)
+        """The connection's validated settings (raises :class:`SalesforceConfigError`; an unknown
+        connection id is :class:`~sf_oauth_provider.hooks.connection_lookup.SalesforceConnectionNotFound`)."""
+        try:
+            conn = self.get_connection(self.salesforce_oauth_conn_id)
+        except Exception as exc:
+            error = self._not_found(exc)
+            if error is exc:
+                raise
+            raise error from exc
         for secret in self._secrets_of(conn, conn.extra):
             _mask(secret)
         config = self._config_from(conn, conn.extra)
@@ -130,7 +149,14 @@ class SalesforceOAuthHook(BaseHook):
     async def aconfig(self) -> OAuthConfig:
         """Like :attr:`config`, read with ``aget_connection`` (safe on an event loop)."""
         if self._aconfig is None:
-            conn = await self.aget_connection(self.salesforce_oauth_conn_id)
+            try:
+                conn = await self.aget_connection(self.salesforce_oauth_conn_id)
+            except Exception as exc:
+                # listing may read the metadata DB: not on the event loop
+                error = await asyncio.to_thread(self._not_found, exc)
+                if error is exc:
+                    raise
+                raise error from exc
             await _amask(self._secrets_of(conn, conn.extra))
             config = self._config_from(conn, conn.extra)
             await _amask(list(config.secrets))

@@ -4,7 +4,10 @@ A local folder (a path, or a ``file://`` URI) is written the way DESIGN §5 asks
 shared host: the folder must belong to this user (or root) and be writable by nobody else; each
 file is written through a new temp name opened with ``O_CREAT | O_EXCL | O_NOFOLLOW`` relative to
 the opened folder, then renamed over the final name, so a planted symlink (at the temp name or the
-final name) is never written through. Files get ``file_mode`` (0600 unless asked otherwise).
+final name) is never written through. Files and the folders created for them follow the process
+umask, as Airflow's own outputs do (umask 022: 0644 files in 0755 folders, readable by a reporting
+group; umask 077: private), but never give group or others write (a folder they can write is
+refused, since they could swap a report); ``file_mode`` sets an exact mode instead.
 
 Anything else with a scheme (``s3://aws_default@bucket/audits``, ``gs://…``, ``memory://…``) goes
 through Airflow's object storage (``airflow.sdk.ObjectStoragePath``), so reports survive ephemeral
@@ -36,16 +39,17 @@ class ReportFolder:
 
     :param location: a local path, a ``file://`` URI, an ``ObjectStoragePath`` or any URI it accepts
     :param what: the parameter that named the location, for error messages (e.g. ``report_dir``)
-    :param file_mode: permission bits of local files (default 0600: only this user can read them)
+    :param file_mode: exact permission bits of local files; default ``None``: 0644 less the
+        process umask (and folders 0755 less the umask)
     """
 
     def __init__(
-        self, location: str | os.PathLike[str] | Any, what: str = "report_dir", file_mode: int = 0o600
+        self, location: str | os.PathLike[str] | Any, what: str = "report_dir", file_mode: int | None = None
     ) -> None:
         self.what = what
-        self.file_mode = int(file_mode)
-        if self.file_mode & ~0o777:
-            raise ReportLocationError(f"{what}: file mode {oct(self.file_mode)} is not a permission mode like 0o600")
+        self.file_mode = None if file_mode is None else int(file_mode)
+        if self.file_mode is not None and self.file_mode & ~0o777:
+            raise ReportLocationError(f"{what}: file mode {oct(self.file_mode)} is not a permission mode like 0o640")
         self.local: Path | None = None
         self.remote: Any = None  # ObjectStoragePath
         #: the location as the user wrote it, for messages (ObjectStoragePath's str() differs by release)
@@ -94,13 +98,34 @@ class ReportFolder:
         return str(self.local / name) if self.local is not None else str(self.remote / name)
 
     # ---- local folder --------------------------------------------------------------------------
+    def _folder_mode(self) -> int:
+        """Mode of folders created here (the umask still applies): 0755, or, with an exact file
+        mode, search permission wherever the files are readable (0640 → 0750)."""
+        if self.file_mode is None:
+            return 0o755
+        return (self.file_mode | 0o700 | ((self.file_mode & 0o044) >> 2)) & ~0o022
+
+    def _make_dirs(self, folder: Path) -> None:
+        """Create ``folder`` and missing parents, each with :meth:`_folder_mode` (``Path.mkdir``
+        gives parents 0777 less the umask: group-writable under umask 002)."""
+        missing = []
+        while not folder.exists() and folder.parent != folder:
+            missing.append(folder)
+            folder = folder.parent
+        for path in reversed(missing):
+            try:
+                os.mkdir(path, self._folder_mode())
+            except FileExistsError:
+                pass
+
     @contextlib.contextmanager
     def _opened_dir(self) -> Iterator[int]:
-        """The local folder, created (0700) if missing, opened and checked; yields its fd."""
+        """The local folder, created (umask-following, see :meth:`_folder_mode`) if missing,
+        opened and checked; yields its fd."""
         assert self.local is not None
         folder = self.local
         try:
-            folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+            self._make_dirs(folder)
             fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         except OSError as exc:
             raise ReportLocationError(
@@ -155,9 +180,11 @@ class ReportFolder:
         with self._opened_dir() as dir_fd:
             tmp = f".{name}.{secrets.token_hex(8)}.tmp"
             flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-            fd = os.open(tmp, flags, self.file_mode, dir_fd=dir_fd)
+            # default: 0644 less the umask; never group/other-writable, whatever the umask
+            fd = os.open(tmp, flags, 0o644 if self.file_mode is None else self.file_mode, dir_fd=dir_fd)
             try:
-                os.fchmod(fd, self.file_mode)  # exact mode, whatever the umask
+                if self.file_mode is not None:
+                    os.fchmod(fd, self.file_mode)  # exact mode, whatever the umask
                 view = memoryview(data)
                 while view:
                     view = view[os.write(fd, view):]

@@ -31,9 +31,10 @@ class SalesforceTokenSensor(BaseSensorOperator):
     one. On success the XCom value describes the token (fingerprint, instance URL, expiry, seconds
     left, user, scope, check used) — never the token itself.
 
-    Transient errors (outage, rate limit, timeout) make the check come back "not yet"; permanent
-    ones (bad key, unknown client, user not approved, ...) fail the task at once with Salesforce's
-    message and a hint, without Airflow retries.
+    Transient errors (outage, request throttling, timeout) make the check come back "not yet";
+    permanent ones (bad key, unknown client, user not approved, the user's hourly login limit used
+    up, a mistyped connection id, ...) fail the task at once with Salesforce's message and a hint,
+    without Airflow retries.
 
     :param salesforce_oauth_conn_id: the ``salesforce_oauth`` connection id
     :param min_remaining: time the token must still have (``timedelta`` or seconds)

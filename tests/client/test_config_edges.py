@@ -120,6 +120,32 @@ def test_unknown_extra_without_a_close_name(caplog):
     assert "unknown extra 'colour'" in caplog.text and "did you mean" not in caplog.text
 
 
+@pytest.mark.parametrize(("name", "says"), [
+    ("consumer_key", "'login'"),
+    ("consumer_secret", "'password'"),
+    ("private_key_file_path", "'jwt_key_file'"),
+    ("domain", "'host'"),
+    ("sandbox", "https://test.salesforce.com"),
+    ("is_sandbox", "https://test.salesforce.com"),
+    ("version", "'api_version'"),
+    ("instance_url", "'host'"),
+    ("instance", "'host'"),
+    ("security_token", "auth_flow"),
+    ("organization_id", "not used"),
+    ("client_id", "'login'"),
+    ("proxies", "not supported"),
+    ("extra__salesforce__domain", "'host'"),
+    ("extra__salesforce__private_key", "'private_key'"),
+])
+def test_extras_of_the_salesforce_provider_name_their_replacement(caplog, name, says):
+    """Migrating from apache-airflow-providers-salesforce: its extras were ignored with no hint."""
+    with caplog.at_level(logging.WARNING, logger="sf_oauth_provider"):
+        build(**{name: "value-not-shown-0123"})
+    assert f"extra {name!r}" in caplog.text and "apache-airflow-providers-salesforce" in caplog.text
+    assert says in caplog.text, caplog.text
+    assert "value-not-shown-0123" not in caplog.text
+
+
 def test_cache_mode_misspelt_is_refused_naming_the_modes():
     err = refused("extra.cache", cache="rediss")
     assert "auto" in str(err) and "redis" in str(err)

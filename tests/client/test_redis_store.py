@@ -299,3 +299,20 @@ def test_hook_processes_on_three_hosts_make_one_request(emulator, sf_connections
         fingerprints += result["fingerprints"]
     assert len(fingerprints) == 12 and len(set(fingerprints)) == 1
     assert emulator.org.count("token") == 1
+
+
+def test_the_cache_reports_the_layers_it_really_uses(emulator_connections, cache_dir, redis_server, monkeypatch):
+    """With Redis configured the cache said mode='file' (issue 27): it names Redis and every layer."""
+    url = redis_server.url.replace("redis://", "redis://:hunter2secret@", 1)
+    monkeypatch.setenv("SF_OAUTH_REDIS_URL", url)
+    config = _config(emulator_connections["salesforce_oauth_default"])
+    cache = TokenProvider(config, cache_dir=cache_dir).cache
+    assert cache.mode == "redis" and cache.layer_names == ("memory", "file", "redis")
+    assert "mode='redis'" in repr(cache) and "layers='memory+file+redis'" in repr(cache)
+    assert "hunter2secret" not in repr(cache)
+
+    file_only = TokenProvider(_config(emulator_connections["salesforce_oauth_default"], cache="file"),
+                              cache_dir=cache_dir).cache
+    assert file_only.mode == "file" and file_only.layer_names == ("memory", "file")
+    monkeypatch.delenv("SF_OAUTH_REDIS_URL")
+    assert TokenProvider(config, cache_dir=cache_dir).cache.mode == "file"  # auto without Redis

@@ -68,7 +68,7 @@ SALESFORCE_ERRORS = [
     ("invalid_grant", "no client credentials user enabled", E.SalesforceAuthError, "Run As"),
     ("unsupported_grant_type", "grant type not supported", E.SalesforceAuthError, "auth_flow"),
     ("invalid_grant", "expired access/refresh token", E.SalesforceAuthError, "refresh token"),
-    ("rate_limit_exceeded", "LOGIN_RATE_EXCEEDED", E.SalesforceRateLimitError, "3,600"),
+    ("rate_limit_exceeded", "LOGIN_RATE_EXCEEDED", E.SalesforceLoginRateLimitError, "3,600"),
 ]
 
 
@@ -199,3 +199,62 @@ def test_one_retry_predicate():
     assert not E.retry_may_help(E.SalesforceHostError("typo"))
     assert not E.retry_may_help(E.SalesforceConfigError("bad"))
     assert not E.retry_may_help(ValueError("not ours"))
+
+
+# ---- the login rate limit (3,600 logins per user per rolling hour) ------------------------------
+@pytest.mark.parametrize("body", [
+    {"error": "rate_limit_exceeded", "error_description": "LOGIN_RATE_EXCEEDED: too many logins for this user"},
+    {"error": "rate_limit_exceeded", "error_description": "rate limit exceeded"},  # Salesforce's documented 400
+    {"error": "invalid_grant", "error_description": "LOGIN_RATE_EXCEEDED"},
+])
+def test_the_login_rate_limit_is_permanent_and_says_when_the_hour_frees_up(body):
+    from datetime import datetime, timezone
+
+    now = datetime(2026, 12, 5, 14, 20, 30, tzinfo=timezone.utc).timestamp()
+    with pytest.raises(E.SalesforceLoginRateLimitError) as info:
+        parse_token_response(reply(400, body), session_timeout=7200, now=now)
+    err = info.value
+    assert not E.retry_may_help(err) and not err.transient and isinstance(err, E.SalesforcePermanentError)
+    assert err.frees_up_at == now + 3600
+    assert "15:20 UTC" in str(err) and "3,600" in err.hint  # at the latest an hour after this refusal
+    assert "Login History" in err.hint
+    again = __import__("pickle").loads(__import__("pickle").dumps(err))
+    assert str(again) == str(err) and again.frees_up_at == err.frees_up_at
+
+
+@pytest.mark.parametrize(("status", "body"), [
+    (429, {"error": "rate_limit_exceeded", "error_description": "rate limit exceeded"}),  # throttling, not logins
+    (429, "Too Many Requests"),
+])
+def test_other_rate_limits_on_the_token_endpoint_stay_transient(status, body):
+    with pytest.raises(E.SalesforceRateLimitError) as info:
+        parse_token_response(reply(status, body, "application/json" if isinstance(body, dict) else "text/plain"),
+                             session_timeout=7200)
+    assert E.retry_may_help(info.value)
+
+
+def test_the_data_apis_request_limit_stays_transient():
+    with pytest.raises(E.SalesforceRateLimitError) as info:
+        parse_introspection(reply(403, [{"errorCode": "REQUEST_LIMIT_EXCEEDED", "message": "TotalRequests Limit exceeded."}]))
+    assert E.retry_may_help(info.value)
+
+
+# ---- the instance URL the token is bound to ------------------------------------------------------
+@pytest.mark.parametrize("instance_url", [
+    "http://acme.my.salesforce.com", "http://10.0.0.5:8080", "ftp://acme.my.salesforce.com", "acme.my.salesforce.com",
+    "https://", "javascript:alert(1)",
+])
+def test_an_instance_url_the_bearer_token_must_not_go_to_is_refused(instance_url):
+    body = {"access_token": TOKEN, "instance_url": instance_url, "id": ID_URL}
+    with pytest.raises(E.SalesforceProtocolError) as info:
+        parse_token_response(reply(200, body), session_timeout=7200)
+    err = info.value
+    assert "instance_url" in str(err) and not E.retry_may_help(err)
+    assert TOKEN not in str(err) and TOKEN not in repr(err.__context__)
+
+
+@pytest.mark.parametrize("instance_url", ["https://acme.my.salesforce.com", "http://127.0.0.1:8443",
+                                          "http://localhost:9000", "http://[::1]:9000"])
+def test_https_and_loopback_http_instance_urls_are_accepted(instance_url):
+    body = {"access_token": TOKEN, "instance_url": instance_url, "id": ID_URL}
+    assert parse_token_response(reply(200, body), session_timeout=7200).instance_url == instance_url

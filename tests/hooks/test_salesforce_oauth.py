@@ -488,3 +488,12 @@ def test_plain_http_instance_url_is_refused(emulator, sf_connections, monkeypatc
     with pytest.raises(E.SalesforceProtocolError):
         h.get_conn()
     assert resolved == []  # nothing was even looked up, let alone sent
+
+
+def test_a_connection_of_the_salesforce_provider_says_how_to_migrate(set_connection, cache_dir):
+    set_connection("sf_old", {"conn_type": "salesforce", "login": "integration@acme.com", "password": "pw-0123456",
+                              "extra": {"consumer_key": "3MVG9", "private_key_file_path": "/keys/sf.key"}})
+    with pytest.raises(E.SalesforceConfigError) as info:
+        hook("sf_old").config  # noqa: B018
+    assert info.value.field == "conn_type"
+    assert "Migrating from apache-airflow-providers-salesforce" in str(info.value)

@@ -95,3 +95,23 @@ def test_certificate_mismatch():
 def test_approval_limit():
     five = [inv(fingerprint=f"sha256:00000000000{i}", created=days(10 + i)) for i in range(5)]
     assert ([(f.kind, f.extra["oldest"]) for f in rules.approval_limit(five, P)], rules.approval_limit(five[:4], P)) == ([("approval_limit", "sha256:000000000004")], [])
+
+
+def test_a_row_says_each_fact_once():
+    """A stale, never-used token of an inactive user is one row; its detail said "never used;
+    created …" twice (the stale and never_used reasons each said it)."""
+    from sf_oauth_provider.operators.audit.report import combine
+
+    (row,) = combine(rules.evaluate([inv(last_used=None, use_count=0, created=days(200), user_active=False)], P))
+    assert row["kinds"] == ["inactive_user", "stale", "never_used"]
+    assert row["detail"].count("never used") == 1 and row["detail"].count("created") == 1, row["detail"]
+    assert "200 days" in row["detail"] and "inactive" in row["detail"]
+    assert [r["detail"] for r in row["reasons"]][2] == f"never used; created {days(200):%Y-%m-%dT%H:%M:%SZ}"
+
+
+def test_a_used_stale_token_keeps_both_facts():
+    from sf_oauth_provider.operators.audit.report import combine
+
+    (row,) = combine(rules.evaluate([inv(last_used=days(120), use_count=0)], P))
+    assert row["kinds"] == ["stale", "never_used"]  # UseCount 0 with a LastUsedDate: both facts stay
+    assert "last used" in row["detail"] and "never used" in row["detail"]

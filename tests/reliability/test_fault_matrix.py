@@ -84,10 +84,31 @@ def test_fault_that_clears_within_the_bound_succeeds(emulator, sf, endpoint, kin
     assert emulator.org.count(endpoint) == 3
 
 
-def test_login_rate_limit(emulator, sf):
+def test_login_rate_limit_is_one_request_and_says_when_it_frees_up(emulator, sf):
     hook, _ = sf
     emulator.org.settings.login_rate_limit = 1  # the fixture already logged in once this hour
-    with pytest.raises(E.SalesforceRateLimitError) as info:
+    with pytest.raises(E.SalesforceLoginRateLimitError) as info:
         hook.get_token(force_refresh=True)
     assert "LOGIN_RATE_EXCEEDED" in str(info.value) and "3,600" in info.value.hint
-    assert emulator.org.count("token") == 3
+    assert not E.retry_may_help(info.value) and " UTC" in str(info.value)
+    assert emulator.org.count("token") == 1  # retrying within seconds only burns the hourly budget
+
+
+def test_login_rate_limit_fails_the_sensor_and_operators_without_retries(emulator, sf, tmp_path):
+    from tests.airflow_compat import AirflowFailException
+    from tests.operators.test_audit import context
+
+    from sf_oauth_provider.operators.revoke import SalesforceRevokeTokenOperator
+    from sf_oauth_provider.sensors.token import SalesforceTokenSensor
+
+    emulator.org.settings.login_rate_limit = 1
+    sensor = SalesforceTokenSensor(task_id="wait", salesforce_oauth_conn_id="sf_fault", timeout=5, poke_interval=0.1)
+    hook, _ = sf
+    hook.invalidate_token()  # the sensor must log in
+    with pytest.raises(AirflowFailException, match="LOGIN_RATE_EXCEEDED.* UTC"):
+        sensor.execute({})
+    revoke = SalesforceRevokeTokenOperator(task_id="revoke", salesforce_oauth_conn_id="sf_fault",
+                                           revoke_current=True, dry_run=False)
+    with pytest.raises(AirflowFailException, match="LOGIN_RATE_EXCEEDED"):
+        revoke.execute(context())
+    assert emulator.org.count("token") == 2  # one refused login per task try

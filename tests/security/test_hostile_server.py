@@ -344,3 +344,26 @@ def test_a_secret_echoed_in_error_description_is_redacted(flow):
     for secret in secrets:
         for form in (secret, quote(secret, safe=""), quote(secret)):
             assert form not in str(err) and form not in (err.error_description or "")
+
+
+# ---- a token bound to a plain-http instance URL is refused when it arrives (issue 27) ------------
+def test_a_plain_http_instance_url_is_refused_at_receipt_and_nothing_is_cached(set_connection, cache_dir):
+    import json
+
+    from sf_oauth_provider.hooks.salesforce_oauth import SalesforceOAuthHook
+
+    body = json.dumps({"access_token": "00Dxx0000000001!AQplainhttpinstance", "instance_url": "http://acme.example.com",
+                       "id": "https://login.salesforce.com/id/00Dxx0000000001AAA/005xx0000000001AAA",
+                       "token_type": "Bearer"}).encode()
+    with HostileServer(reply(200, body, {"Content-Type": "application/json"})) as srv:
+        set_connection("sf_http", {"conn_type": "salesforce_oauth", "host": srv.url, "login": "3MVG9hostile",
+                                   "extra": {"auth_flow": "client_credentials", "cache": "file"},
+                                   "password": "consumer-s3cret-value"})
+        hook = SalesforceOAuthHook("sf_http", retry=RETRY)
+        with pytest.raises(E.SalesforceProtocolError) as info:
+            hook.get_token()
+        with pytest.raises(E.SalesforceProtocolError):
+            SalesforceOAuthHook("sf_http", retry=RETRY).get_token()  # a new hook: nothing was cached anywhere
+        assert len(srv.requests) == 2  # one per call: permanent, never retried
+    assert "'instance_url'" in str(info.value) and "http://acme.example.com" in str(info.value)
+    assert not [p for p in cache_dir.rglob("*.token")]

@@ -10,7 +10,8 @@ Threats covered (each test failed on the code before the fix):
 * Planted symlinks — a symlink at ``audit.json.tmp`` or ``audit.json`` pointing at the victim's
   file is never followed; reports are written through ``mkstemp`` temp files and atomic renames.
 * Shared directories — a report folder that other users can write, or that another user owns, is
-  refused; report files are 0600 unless the caller asks for another mode.
+  refused; report files and folders follow the umask (never writable by group or others) unless
+  the caller asks for another mode.
 * Echoed secrets — a server that echoes the consumer secret (or any token-like string) in its
   ``error_description`` does not get it into the reports or XCom.
 """
@@ -83,12 +84,41 @@ def test_planted_symlinks_are_not_followed(sf_connections, emulator, tmp_path):
     assert (report_dir / "audit.json.tmp").is_symlink()  # not ours: left alone, never written through
 
 
-def test_report_files_are_private_unless_asked(sf_connections, emulator, tmp_path):
-    result = _audit(tmp_path)
+@pytest.fixture
+def umask():
+    """Set the process umask for one test (restored after)."""
+    before = os.umask(0o077)
+    os.umask(before)
+    yield lambda mask: os.umask(mask)
+    os.umask(before)
+
+
+# umask -> (file mode, folder mode): the umask decides who may read, as for Airflow's own logs;
+# group and others never get write (a folder they can write is refused anyway: they could swap reports)
+UMASK_MODES = {0o022: (0o644, 0o755), 0o027: (0o640, 0o750), 0o077: (0o600, 0o700), 0o002: (0o644, 0o755)}
+
+
+@pytest.mark.parametrize("mask", list(UMASK_MODES), ids=[oct(m) for m in UMASK_MODES])
+def test_report_files_follow_the_umask_unless_asked(sf_connections, emulator, tmp_path, umask, mask):
+    """Reports were 0600 in 0700 folders whatever the umask: a reporting group could not read them."""
+    umask(mask)
+    result = _audit(tmp_path, report_dir=str(tmp_path / "new" / "report"))
     modes = {Path(p).name: stat.S_IMODE(os.stat(p).st_mode) for p in result["report_files"].values()}
-    assert set(modes.values()) == {0o600}, modes
+    file_mode, folder_mode = UMASK_MODES[mask]
+    assert set(modes.values()) == {file_mode}, modes
+    assert stat.S_IMODE((tmp_path / "new" / "report").stat().st_mode) == folder_mode
+    assert stat.S_IMODE((tmp_path / "new").stat().st_mode) == folder_mode
     shared = _audit(tmp_path, report_dir=str(tmp_path / "shared"), report_file_mode=0o640)
     assert {stat.S_IMODE(os.stat(p).st_mode) for p in shared["report_files"].values()} == {0o640}
+
+
+def test_example_outputs_follow_the_umask(tmp_path, umask):
+    from sf_oauth_provider.reporting import ReportFolder
+
+    umask(0o027)
+    written = ReportFolder(tmp_path / "out" / "nightly_batch_report", "output_dir").write_text("a.csv", "x\n")
+    assert stat.S_IMODE(os.stat(written).st_mode) == 0o640
+    assert stat.S_IMODE((tmp_path / "out" / "nightly_batch_report").stat().st_mode) == 0o750
 
 
 @pytest.mark.parametrize("mode", [0o777, 0o770, 0o1777])
@@ -167,3 +197,31 @@ def test_secrets_echoed_by_the_server_are_redacted_from_reports_and_xcom(
     assert "invalid client credentials" in json.dumps(report["findings"])  # the error is reported ...
     for text in texts:
         assert secret not in text and INVENTED_TOKEN not in text  # ... without what it echoed
+
+
+# ---- the example DAG's audit-summary.txt names app and user, neutralised (issue 27) -------------
+def _example_notifier(location: Path) -> Any:
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[2] / "dags_examples" / "token_audit.py"
+    spec = importlib.util.spec_from_file_location("sf_example_token_audit", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.AuditSummaryNotifier(location=str(location))
+
+
+def test_the_audit_summary_names_app_and_user_neutralised(sf_connections, emulator, tmp_path):
+    org = emulator.org
+    _make_hostile(org)
+    org.user_by_username("former@demo.example").username = "www.evil.example\nnew: sha256:000000000000 forged"
+    result = _audit(tmp_path, on_findings=_example_notifier(tmp_path / "report"))
+    text = (tmp_path / "report" / "audit-summary.txt").read_text(encoding="utf-8")
+    listed = [ln for ln in text.splitlines() if ln.startswith("new: ")]
+    assert len(listed) == len(result["new_finding_fingerprints"]) > 0  # one line each, no forged line
+    report = json.loads(Path(result["report_files"]["json"]).read_text(encoding="utf-8"))
+    row = next(r for r in report["findings"] if r["app"] == HOSTILE_APP)
+    line = next(ln for ln in listed if row["fingerprint"] in ln)
+    assert row["kind"] in line and "app ''=HYPERLINK(" in line  # a formula start is neutralised ...
+    assert "https[:]//evil.example" in line  # ... and links are defanged, as in the other formats
+    assert "https://" not in text and "www.evil" not in text and "www[.]evil.example" in text
+    assert not any(ln.startswith("new: sha256:000000000000") for ln in text.splitlines())

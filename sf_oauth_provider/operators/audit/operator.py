@@ -26,6 +26,10 @@ if TYPE_CHECKING:
 
 __all__ = ["SalesforceTokenAuditOperator"]
 
+#: What a notifier gets of each finding row (``audit_findings`` in its context)
+_NOTIFIER_ROW_KEYS = ("id", "fingerprint", "kind", "kinds", "severity", "app", "user", "source", "conn_id", "new",
+                      "revocable")
+
 #: What ``on_findings`` accepts: a notifier, a callable receiving the summary, or a list of them.
 FindingsCallback = Union["BaseNotifier", Callable[[dict[str, Any]], Any]]
 #: report format → file name
@@ -104,8 +108,9 @@ class SalesforceTokenAuditOperator(RenderedFieldsMixin, BaseOperator):
     (schema in the README, "Audit report schema"), ``audit.html`` (one self-contained page),
     ``audit.md``, ``audit.csv`` (one row per finding) and ``audit-tokens.csv`` (every token).
     Each finding says whether it is ``new``: absent from the report that was at the same location
-    before this run. A local folder must be writable by this user only; files are ``0600``
-    unless ``report_file_mode`` says otherwise.
+    before this run. A local folder must be writable by this user only; files follow the process
+    umask (0644 under umask 022, never writable by group or others) unless ``report_file_mode``
+    sets an exact mode.
 
     The return value / XCom holds counts, report locations and fingerprints only (no usernames,
     app names or messages): ``{"schema_version", "counts", "report_files", "finding_fingerprints",
@@ -130,7 +135,8 @@ class SalesforceTokenAuditOperator(RenderedFieldsMixin, BaseOperator):
     :param report_dir: folder or object storage URI for the reports (templated); default
         ``$AIRFLOW_HOME/salesforce_token_audit/<dag_id>/<task_id>`` — one stable place per task,
         so each run is compared with the last
-    :param report_file_mode: permission bits of local report files (default ``0o600``)
+    :param report_file_mode: exact permission bits of local report files, e.g. ``0o640``
+        (default ``None``: 0644 less the process umask)
     :param fail_on_findings: fail the task (after writing the report) when there is any finding
         (templated)
     :param max_concurrency: introspection requests in flight (templated)
@@ -139,7 +145,9 @@ class SalesforceTokenAuditOperator(RenderedFieldsMixin, BaseOperator):
         (templated; severity rises as the expiry nears)
     :param on_findings: called when the audit has findings, after the reports are written: an
         Airflow notifier (``BaseNotifier``; it gets the task context with the summary as
-        ``audit_summary``, so its templates can use ``{{ audit_summary.counts.findings }}``), or a
+        ``audit_summary``, so its templates can use ``{{ audit_summary.counts.findings }}``, and the
+        finding rows with app and user as ``audit_findings``: values from Salesforce, to escape
+        for the notifier's format, e.g. with :func:`sf_oauth_provider.reporting.text_cell`), or a
         callable receiving the summary (the XCom value), or a list of them
     :param retry_attempts: tries per request for a transient error (default: the hook's)
     :param retry_backoff: first backoff in seconds between those tries (default: the hook's)
@@ -165,7 +173,7 @@ class SalesforceTokenAuditOperator(RenderedFieldsMixin, BaseOperator):
         allowed_scopes: Sequence[str] | str | None = None,
         allowed_apps: Sequence[str] | str | None = None,
         report_dir: str | os.PathLike[str] | None = None,
-        report_file_mode: int = 0o600,
+        report_file_mode: int | None = None,
         fail_on_findings: bool | str = False,
         max_concurrency: int | str = 16,
         introspect_inventory: bool | str = True,
@@ -185,7 +193,7 @@ class SalesforceTokenAuditOperator(RenderedFieldsMixin, BaseOperator):
         self.allowed_scopes = allowed_scopes
         self.allowed_apps = allowed_apps
         self.report_dir = report_dir
-        self.report_file_mode = int(report_file_mode)
+        self.report_file_mode = None if report_file_mode is None else int(report_file_mode)
         self.fail_on_findings = fail_on_findings
         self.max_concurrency = max_concurrency
         self.introspect_inventory = introspect_inventory
@@ -198,8 +206,8 @@ class SalesforceTokenAuditOperator(RenderedFieldsMixin, BaseOperator):
             self.on_findings = [on_findings]  # type: ignore[list-item]
         self.retry_attempts = retry_attempts
         self.retry_backoff = retry_backoff
-        if self.report_file_mode & ~0o777:
-            raise ValueError(f"report_file_mode must be permission bits such as 0o600, got {report_file_mode!r}")
+        if self.report_file_mode is not None and self.report_file_mode & ~0o777:
+            raise ValueError(f"report_file_mode must be permission bits such as 0o640, got {report_file_mode!r}")
         if not any(is_template(v) for v in (conn_ids, tokens, stale_after_days, expiring_within, allowed_scopes,
                                              allowed_apps, inventory, fail_on_findings, max_concurrency,
                                              introspect_inventory, certificate_warn_days)):
@@ -272,7 +280,7 @@ class SalesforceTokenAuditOperator(RenderedFieldsMixin, BaseOperator):
         report = build_report(collector.records, findings, policy, meta, previous=self._previous(folder))
         result = xcom_value(report, self._write(folder, report))
         self._log_summary(result)
-        notify_error = self._notify(context, result) if result["counts"]["findings"] else None
+        notify_error = self._notify(context, result, report["findings"]) if result["counts"]["findings"] else None
 
         failures = [f for f in collector.failed if f.get("introspection")]
         if collector.jobs and len(failures) == len(collector.jobs):
@@ -363,16 +371,22 @@ class SalesforceTokenAuditOperator(RenderedFieldsMixin, BaseOperator):
         files = {fmt: folder.write_text(REPORT_FILES[fmt], text) for fmt, text in texts.items()}
         return {fmt: files[fmt] for fmt in REPORT_FILES}
 
-    def _notify(self, context: Context, summary: dict[str, Any]) -> str | None:
-        """Call every ``on_findings`` target; returns the first failure's description."""
+    def _notify(self, context: Context, summary: dict[str, Any], findings: list[dict[str, Any]]) -> str | None:
+        """Call every ``on_findings`` target; returns the first failure's description.
+
+        A notifier also gets ``audit_findings``: the report's rows with app and user, which the
+        XCom-sized summary leaves out (they stay in the task's memory, never in XCom).
+        """
         from airflow.sdk import BaseNotifier
 
+        rows = [{k: row.get(k) for k in _NOTIFIER_ROW_KEYS} for row in findings]
         error = None
         for target in self.on_findings:
             try:
                 if isinstance(target, BaseNotifier):
                     ctx = dict(context) if hasattr(context, "keys") else {}
                     ctx["audit_summary"] = summary
+                    ctx["audit_findings"] = rows
                     target(ctx)
                 else:
                     target(summary)

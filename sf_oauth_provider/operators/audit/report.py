@@ -65,11 +65,22 @@ def combine(findings: Iterable[Finding]) -> list[dict[str, Any]]:
         row["reasons"].sort(key=lambda r: (severity_rank(r["severity"]), _KIND_ORDER.get(r["kind"], 99)))
         row["kinds"] = [r["kind"] for r in row["reasons"]]
         row["kind"], row["severity"] = row["kinds"][0], row["reasons"][0]["severity"]
-        row["detail"] = "; ".join(r["detail"] for r in row["reasons"])
+        row["detail"] = _joined_once(r["detail"] for r in row["reasons"])
     return sorted(rows.values(), key=lambda r: (
         severity_rank(r["severity"]), _KIND_ORDER.get(r["kind"], 99), r["app"] or "", r["user"] or "",
         r["fingerprint"] or r["id"],
     ))
+
+
+def _joined_once(details: Iterable[str]) -> str:
+    """The reasons' details joined with ``; ``, leaving out a detail whose every ``; ``-part an
+    earlier one already says (a stale, never-used token: "never used; created …" once)."""
+    said: list[str] = []
+    for detail in details:
+        text = "; ".join(said)
+        if not said or not all(part in text for part in detail.split("; ")):
+            said.append(detail)
+    return "; ".join(said)
 
 
 def _previous_pairs(previous: dict[str, Any] | None) -> set[tuple[str, str]] | None:

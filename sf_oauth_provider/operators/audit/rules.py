@@ -139,8 +139,9 @@ def stale(record: TokenRecord, policy: Policy) -> Finding | None:
     since = record.idle_since()
     if record.source != "inventory" or since is None or policy.now - since <= policy.stale_after:
         return None
-    what = "last used" if record.last_used else "never used; created"
-    return Finding.about(record, "stale", f"{what} {_days(policy.now - since)} days ago ({iso(since)})")
+    if record.last_used is None:  # worded as never_used words it, so a row that has both says it once
+        return Finding.about(record, "stale", f"never used; created {iso(since)}, {_days(policy.now - since)} days ago")
+    return Finding.about(record, "stale", f"last used {_days(policy.now - since)} days ago ({iso(since)})")
 
 
 def never_used(record: TokenRecord, policy: Policy) -> Finding | None:
