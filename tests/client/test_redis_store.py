@@ -298,3 +298,21 @@ def test_hook_processes_on_three_hosts_make_one_request(emulator, sf_connections
         fingerprints += result["fingerprints"]
     assert len(fingerprints) == 12 and len(set(fingerprints)) == 1
     assert emulator.org.count("token") == 1
+
+
+@pytest.mark.parametrize(("url", "shown"), [
+    ("redis://:pw-1@127.0.0.1:6379/0", "redis://***@127.0.0.1:6379/0"),
+    ("redis://ops:pw-1@127.0.0.1:6379/0", "redis://ops:***@127.0.0.1:6379/0"),
+    ("redis://127.0.0.1:6379/0?password=pw-1", "redis://127.0.0.1:6379/0?password=***"),
+    ("rediss://h:6380/0?username=ops&password=pw-1&ssl_password=pw-2&db=1",
+     "rediss://h:6380/0?username=ops&password=***&ssl_password=***&db=1"),
+    ("redis://h/0?pass%77ord=pw-1", "redis://h/0?pass%77ord=***"),  # redis-py decodes the name
+    ("redis://h/0?a=1;password=pw-1", "redis://h/0?a=1;password=***"),
+    ("redis://:pw-1@h/0?password=pw-2", "redis://***@h/0?password=***"),
+    ("redis://[::1/0?password=pw-1", "redis://***"),  # unparseable: nothing of it is shown
+    ("redis://127.0.0.1:6379/0?socket_timeout=5", "redis://127.0.0.1:6379/0?socket_timeout=5"),
+])
+def test_redacted_url_hides_every_password_redis_py_reads(url, shown):
+    from sf_oauth_provider.client.stores.redis import redacted_url
+
+    assert redacted_url(url) == shown
