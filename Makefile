@@ -61,5 +61,7 @@ $(BENCH_STAMP): $(STAMP) pyproject.toml
 	$(VENV)/bin/uv pip install -q --python $(BENCH_PY) "apache-airflow==$(AIRFLOW_VERSION)" "$(SF_PROVIDER)" -e ".[redis]"
 	touch $(BENCH_STAMP)
 
+# BENCH_ARGS="--only imports --import-baseline DIR": one section; an old source tree measured beside this one
+BENCH_ARGS ?=
 bench: $(STAMP) $(BENCH_STAMP)
-	$(BENCH_PY) -m benchmarks.run
+	$(BENCH_PY) -m benchmarks.run $(BENCH_ARGS)

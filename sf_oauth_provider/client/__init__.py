@@ -1,14 +1,36 @@
 """Framework-free Salesforce OAuth client (no Airflow imports): usable from any Python program.
 
     from sf_oauth_provider.client import OAuthConfig, TokenProvider
+
+Its modules load on first use (:mod:`sf_oauth_provider._lazy`): Airflow imports the provider info
+(which reads the auth-flow registry in this package) in every process, and the hook, which a DAG
+file imports, reads the config, the token classes, the stores and the HTTP clients as
+``client.<name>`` only when a task runs.
 """
 
 from __future__ import annotations
 
-from importlib import import_module
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from sf_oauth_provider._lazy import attach
 
 if TYPE_CHECKING:
+    from sf_oauth_provider.client import (  # noqa: F401 (the submodules, for type checkers)
+        assertion,
+        auth,
+        cache,
+        certificate,
+        config,
+        errors,
+        flows,
+        masking,
+        oauth,
+        provider,
+        responses,
+        singleflight,
+        stores,
+        token,
+    )
     from sf_oauth_provider.client.config import OAuthConfig
     from sf_oauth_provider.client.errors import SalesforceOAuthError
     from sf_oauth_provider.client.provider import TokenProvider
@@ -18,21 +40,18 @@ __all__ = [
     "OAuthConfig", "TokenProvider", "SalesforceOAuthError", "SalesforceToken", "IntrospectionResult", "fingerprint",
 ]
 
-#: where each public name lives. Loaded on first use: Airflow imports the provider info (which
-#: reads the auth-flow registry in this package) in every process, and a DAG file that imports an
-#: operator must not pay for the config, the stores or cryptography.
-_EXPORTS = {
-    "OAuthConfig": "config",
-    "TokenProvider": "provider",
-    "SalesforceOAuthError": "errors",
-    "SalesforceToken": "token",
-    "IntrospectionResult": "token",
-    "fingerprint": "token",
-}
-
-
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(import_module(f"{__name__}.{module}"), name)
+__getattr__, __dir__ = attach(
+    __name__,
+    submodules=(
+        "assertion", "auth", "cache", "certificate", "config", "errors", "flows", "masking", "oauth", "provider",
+        "responses", "singleflight", "stores", "token",
+    ),
+    attributes={
+        "OAuthConfig": "config",
+        "TokenProvider": "provider",
+        "SalesforceOAuthError": "errors",
+        "SalesforceToken": "token",
+        "IntrospectionResult": "token",
+        "fingerprint": "token",
+    },
+)

@@ -18,7 +18,24 @@ __all__ = ["load_private_key", "normalize_pem", "build_assertion", "ASSERTION_LI
 #: Salesforce accepts an ``exp`` at most 3 minutes ahead.
 ASSERTION_LIFETIME = 180
 
-_PEM_RE = re.compile(r"-----BEGIN ([A-Z0-9 ]+)-----(.*?)-----END \1-----", re.S)
+#: A PEM file or pasted key larger than this is refused unread: an RSA key is a few KB.
+MAX_PEM_BYTES = 1024 * 1024
+#: PEM boundary lines. The block is found in three linear scans (every END line, then the BEGIN
+#: lines up to the first one whose END follows, then that END); a single regex with a
+#: back-reference, ``BEGIN (label)(.*?)END \1``, retried from every BEGIN line and took ~23 s to
+#: refuse 272 KB of repeated ``-----BEGIN A-----``.
+_BEGIN_RE = re.compile(r"-----BEGIN ([A-Z0-9 ]{1,64})-----")
+_END_RE = re.compile(r"-----END ([A-Z0-9 ]{1,64})-----")
+
+
+def _pem_block(text: str) -> tuple[str, str] | None:
+    """Label and body of the first BEGIN line that has a matching END line after it."""
+    last_end = {m.group(1): m.start() for m in _END_RE.finditer(text)}
+    for begin in _BEGIN_RE.finditer(text):
+        label = begin.group(1)
+        if last_end.get(label, -1) >= begin.end():
+            return label, text[begin.end():text.find(f"-----END {label}-----", begin.end())]
+    return None
 
 
 def normalize_pem(text: str) -> str:
@@ -28,10 +45,10 @@ def normalize_pem(text: str) -> str:
     quotes or whitespace. Returns the text unchanged when it holds no PEM block.
     """
     text = text.strip().strip('"').strip("'").replace("\\r", "").replace("\\n", "\n").replace("\r", "")
-    match = _PEM_RE.search(text)
-    if not match:
+    block = _pem_block(text)
+    if block is None:
         return text
-    label, body = match.group(1), match.group(2)
+    label, body = block
     headers = ""
     if "Proc-Type:" in body:  # traditional encrypted PEM: keep its header lines
         head, _, rest = body.partition("\n\n")
@@ -75,7 +92,7 @@ def load_private_key(
         field = "extra.jwt_key_file"
         try:
             with open(path, "rb") as fh:
-                pem = fh.read()
+                pem = fh.read(MAX_PEM_BYTES + 1)
         except OSError as exc:
             raise SalesforceConfigError(
                 f"Connection {conn_id!r}: extra 'jwt_key_file' cannot be read "
@@ -83,6 +100,15 @@ def load_private_key(
                 field=field,
                 hint="give a path readable by the worker and triggerer, or paste the key into 'private_key'",
             ) from None
+    if len(pem) > MAX_PEM_BYTES:
+        name = field.removeprefix("extra.")
+        raise SalesforceConfigError(
+            f"Connection {conn_id!r}: extra {name!r} holds more than 1 MiB, so it is not a private key "
+            "(a PEM RSA key is a few KB)",
+            field=field,
+            hint="point 'jwt_key_file' at the PEM key file itself" if name == "jwt_key_file"
+            else "paste only the PEM private key",
+        )
     if isinstance(pem, bytes):
         try:
             pem = pem.decode("utf-8")

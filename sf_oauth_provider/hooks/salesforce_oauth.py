@@ -1,4 +1,9 @@
-"""SalesforceOAuthHook: the only code that reads a ``salesforce_oauth`` Airflow connection."""
+"""SalesforceOAuthHook: the only code that reads a ``salesforce_oauth`` Airflow connection.
+
+DAG files import this module, so it imports only what defining the hook needs; the client's
+modules (config, tokens, stores, HTTP) load when a task first uses them, read as ``core.<name>``
+through the lazily loading :mod:`sf_oauth_provider.client` package.
+"""
 
 from __future__ import annotations
 
@@ -9,19 +14,21 @@ import json
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, AsyncIterator, Awaitable, Callable, Iterator, TypeVar, cast
 
+import httpx
+
+from sf_oauth_provider import client as core  # the framework-free core; its modules load on first use
 from sf_oauth_provider._compat import BaseHook, conf
-from sf_oauth_provider.client.config import OAuthConfig
 from sf_oauth_provider.client.errors import SalesforceConfigError, SalesforceOAuthError, SalesforceSessionExpired
-from sf_oauth_provider.client.token import IntrospectionResult, SalesforceToken
+from sf_oauth_provider.masking import amask_secrets, mask_secrets
 
 if TYPE_CHECKING:
     import logging
 
-    import httpx
-
     from sf_oauth_provider.client.cache import TokenCache
+    from sf_oauth_provider.client.config import OAuthConfig
     from sf_oauth_provider.client.oauth import AsyncSalesforceOAuthClient, RetryPolicy, SalesforceOAuthClient
     from sf_oauth_provider.client.provider import TokenProvider
+    from sf_oauth_provider.client.token import IntrospectionResult, SalesforceToken
 
 __all__ = ["SalesforceOAuthHook"]
 
@@ -31,15 +38,11 @@ _SECRET_EXTRAS = ("private_key", "private_key_passphrase", "refresh_token")
 
 def _mask(secret: str | None) -> None:
     """Register ``secret`` (in every form it can take in text) with Airflow's secrets masker."""
-    from sf_oauth_provider.masking import mask_secrets
-
     mask_secrets([secret])
 
 
 async def _amask(secrets: list[str]) -> None:
     """Register (and forget) the secrets an async client reported."""
-    from sf_oauth_provider.masking import amask_secrets
-
     batch, secrets[:] = list(secrets), []
     await amask_secrets(batch)
 
@@ -99,7 +102,7 @@ class SalesforceOAuthHook(BaseHook):
                 "keeps the consumer key in 'login' and moves its extras (README: 'Migrating from "
                 "apache-airflow-providers-salesforce')",
             )
-        return OAuthConfig.from_connection_fields(
+        return core.OAuthConfig.from_connection_fields(
             self.salesforce_oauth_conn_id,
             host=conn.host,
             login=conn.login,
@@ -169,11 +172,8 @@ class SalesforceOAuthHook(BaseHook):
         return None if key is None or key.startswith("{") else key
 
     def _provider_for(self, config: OAuthConfig) -> TokenProvider:
-        from sf_oauth_provider.client.cache import default_cache_dir
-        from sf_oauth_provider.client.provider import TokenProvider
-
-        return TokenProvider(
-            config, leeway=self.leeway, cache_dir=default_cache_dir(), fernet_key=self._fernet_key(),
+        return core.TokenProvider(
+            config, leeway=self.leeway, cache_dir=core.cache.default_cache_dir(), fernet_key=self._fernet_key(),
             retry=self.retry, on_secret=self._unmasked.append, client_factory=lambda: self.client,
             # Airflow's task logger is not a logging.Logger but has the methods the client calls
             logger=cast("logging.Logger", self.log),
@@ -215,16 +215,12 @@ class SalesforceOAuthHook(BaseHook):
     # ---- clients -----------------------------------------------------------------------------
     @cached_property
     def client(self) -> SalesforceOAuthClient:
-        from sf_oauth_provider.client.oauth import SalesforceOAuthClient
-
-        return SalesforceOAuthClient(self.config, retry=self.retry, on_secret=_mask)
+        return core.oauth.SalesforceOAuthClient(self.config, retry=self.retry, on_secret=_mask)
 
     def _async_client(
         self, config: OAuthConfig, sink: list[str], max_connections: int = 16
     ) -> AsyncSalesforceOAuthClient:
-        from sf_oauth_provider.client.oauth import AsyncSalesforceOAuthClient
-
-        return AsyncSalesforceOAuthClient(
+        return core.oauth.AsyncSalesforceOAuthClient(
             config, retry=self.retry, on_secret=sink.append, max_connections=max_connections
         )
 
@@ -302,20 +298,17 @@ class SalesforceOAuthHook(BaseHook):
         loopback: a request to another origin raises :class:`SalesforceProtocolError`. Every
         request ends within the connection's ``timeout`` of wall-clock time, body included.
         """
-        import httpx
-
-        from sf_oauth_provider.client.auth import SalesforceTokenAuth, check_bearer_target
-        from sf_oauth_provider.client.oauth import USER_AGENT, DeadlineTransport, tls_verify
-
         token = self.get_token()
-        check_bearer_target(token.instance_url, token.instance_url, self.salesforce_oauth_conn_id)
+        core.auth.check_bearer_target(token.instance_url, token.instance_url, self.salesforce_oauth_conn_id)
         return httpx.Client(
             base_url=token.instance_url,
-            auth=SalesforceTokenAuth(get_token=lambda stale: self.get_token(stale_token=stale),
-                                     conn_id=self.salesforce_oauth_conn_id),
-            headers={"User-Agent": USER_AGENT, "Accept": "application/json"},
+            auth=core.auth.SalesforceTokenAuth(get_token=lambda stale: self.get_token(stale_token=stale),
+                                               conn_id=self.salesforce_oauth_conn_id),
+            headers={"User-Agent": core.oauth.USER_AGENT, "Accept": "application/json"},
             timeout=self.config.timeout,
-            transport=DeadlineTransport(self.config.timeout, verify=tls_verify(self.config.ca_bundle)),
+            transport=core.oauth.DeadlineTransport(
+                self.config.timeout, verify=core.oauth.tls_verify(self.config.ca_bundle)
+            ),
         )
 
     def introspect(self, token: str | SalesforceToken, token_type_hint: str = "access_token") -> IntrospectionResult:
@@ -324,7 +317,7 @@ class SalesforceOAuthHook(BaseHook):
         :param token: a token string, or a :class:`SalesforceToken` (its access token is asked about)
         :param token_type_hint: ``access_token`` or ``refresh_token``
         """
-        value = token.access_token if isinstance(token, SalesforceToken) else token
+        value = token.access_token if isinstance(token, core.SalesforceToken) else token
         _mask(value)
         return self.client.introspect(value, token_type_hint)
 
@@ -332,7 +325,7 @@ class SalesforceOAuthHook(BaseHook):
         self, token: str | SalesforceToken, token_type_hint: str = "access_token"
     ) -> IntrospectionResult:
         """Async :meth:`introspect`."""
-        value = token.access_token if isinstance(token, SalesforceToken) else token
+        value = token.access_token if isinstance(token, core.SalesforceToken) else token
         async with self.async_client(max_connections=1) as client:
             return await client.introspect(value, token_type_hint)
 

@@ -1,18 +1,34 @@
-"""SalesforceRevokeTokenOperator: revoke Salesforce OAuth tokens safely (cap, dry run, idempotent)."""
+"""SalesforceRevokeTokenOperator: revoke Salesforce OAuth tokens safely (cap, dry run, idempotent).
+
+DAG files import this module: the hook, the client and the run-time helpers load when a task first
+uses them, read through their packages (``hooks.``, ``core.``, ``operators._common.``).
+"""
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Sequence
 
 from airflow.sdk import BaseOperator
 
-from sf_oauth_provider.operators._common import RenderedFieldsMixin
+from sf_oauth_provider import client as core
+from sf_oauth_provider import hooks, operators
+from sf_oauth_provider._compat import AirflowException, AirflowFailException
+from sf_oauth_provider.client.errors import SalesforceOAuthError
+from sf_oauth_provider.operators._params import (
+    RenderedFieldsMixin,
+    as_bool,
+    as_int,
+    as_number,
+    is_unset,
+    parse_fingerprints,
+    parse_list,
+)
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
-    from sf_oauth_provider.client.errors import SalesforceOAuthError
     from sf_oauth_provider.hooks.salesforce_oauth import SalesforceOAuthHook
 
 __all__ = ["SalesforceRevokeTokenOperator"]
@@ -158,19 +174,15 @@ class SalesforceRevokeTokenOperator(RenderedFieldsMixin, BaseOperator):
         self._mask_tokens()
 
     def _mask_tokens(self) -> list[str]:
-        from sf_oauth_provider.operators._common import mask_secrets, parse_list
-
         try:
             raw = parse_list(self.tokens, "tokens")
         except (TypeError, ValueError):
             return []  # execute() reports the bad value
-        mask_secrets(raw)
+        operators._common.mask_secrets(raw)
         return raw
 
     def _settings(self) -> _Settings:
         """The rendered parameters, converted (``ValueError`` naming the parameter)."""
-        from sf_oauth_provider.operators._common import as_bool, as_int, as_number, is_unset
-
         return _Settings(
             dry_run=as_bool(self.dry_run, "dry_run"),
             revoke_current=as_bool(self.revoke_current, "revoke_current"),
@@ -185,11 +197,6 @@ class SalesforceRevokeTokenOperator(RenderedFieldsMixin, BaseOperator):
 
     # ---- execution -----------------------------------------------------------------------------
     def execute(self, context: Context) -> dict[str, Any]:
-        from sf_oauth_provider._compat import AirflowFailException
-        from sf_oauth_provider.client.oauth import RetryPolicy
-        from sf_oauth_provider.hooks.salesforce_oauth import SalesforceOAuthHook
-        from sf_oauth_provider.operators._common import parse_fingerprints, parse_list
-
         self._mask_tokens()
         try:
             settings = self._settings()
@@ -202,9 +209,9 @@ class SalesforceRevokeTokenOperator(RenderedFieldsMixin, BaseOperator):
             self.log.info("Nothing to revoke: no tokens, no fingerprints and revoke_current is off")
             return _summary([], settings.dry_run)
 
-        hook = SalesforceOAuthHook(
+        hook = hooks.SalesforceOAuthHook(
             self.salesforce_oauth_conn_id,
-            retry=RetryPolicy.from_numbers(settings.retry_attempts, settings.retry_backoff),
+            retry=core.oauth.RetryPolicy.from_numbers(settings.retry_attempts, settings.retry_backoff),
         )
         try:
             return self._revoke(context, hook, raw_tokens, wanted, settings)
@@ -214,16 +221,11 @@ class SalesforceRevokeTokenOperator(RenderedFieldsMixin, BaseOperator):
     def _revoke(
         self, context: Context, hook: SalesforceOAuthHook, raw_tokens: list[str], wanted: list[str], settings: _Settings
     ) -> dict[str, Any]:
-        from sf_oauth_provider._compat import AirflowFailException
-        from sf_oauth_provider.client.errors import SalesforceOAuthError
-
         try:
             hook.config  # noqa: B018 — validate the connection first (a config error is permanent)
             targets, unmatched = self._resolve(hook, raw_tokens, wanted, settings.revoke_current)
         except SalesforceOAuthError as exc:
-            from sf_oauth_provider.operators._common import fail_if_permanent
-
-            fail_if_permanent(exc, "Finding the tokens to revoke")
+            operators._common.fail_if_permanent(exc, "Finding the tokens to revoke")
             raise
 
         items = [
@@ -258,8 +260,6 @@ class SalesforceRevokeTokenOperator(RenderedFieldsMixin, BaseOperator):
         summary = self._finish(context, _summary(items, dry_run=False))
         failures = [i for i in items if i["outcome"] == FAILED]
         if failures:
-            from sf_oauth_provider._compat import AirflowException
-
             message = (
                 f"{len(failures)} of {len(targets)} revocations failed "
                 f"({summary['revoked']} revoked, {summary['already_invalid']} already invalid, "
@@ -273,14 +273,10 @@ class SalesforceRevokeTokenOperator(RenderedFieldsMixin, BaseOperator):
         return summary
 
     def _fail_on_not_found(self, context: Context, summary: dict[str, Any], settings: _Settings, wanted: int) -> None:
-        from sf_oauth_provider._compat import AirflowFailException
-
         missing = [i["fingerprint"] for i in summary["items"] if i["outcome"] == NOT_FOUND]
         if not missing or not settings.fail_on_not_found:
             return
-        from sf_oauth_provider.operators._common import push_return_value
-
-        push_return_value(context, summary)
+        operators._common.push_return_value(context, summary)
         shown = ", ".join(missing[:20]) + (", ..." if len(missing) > 20 else "")
         done = "would be revoked (dry run)" if settings.dry_run else "revoked"
         count = sum(1 for i in summary["items"] if i["outcome"] in (REVOKED, WOULD_REVOKE))
@@ -295,15 +291,12 @@ class SalesforceRevokeTokenOperator(RenderedFieldsMixin, BaseOperator):
     ) -> tuple[list[_Target], list[str]]:
         """Targets to revoke (raw tokens, matched OauthToken rows, the current token) and the
         wanted fingerprints no row has."""
-        from sf_oauth_provider.client.token import fingerprint
-        from sf_oauth_provider.operators._common import query_inventory
-
         targets: dict[str, _Target] = {}
         for token in raw_tokens:
-            targets.setdefault(fingerprint(token), _Target(token, fingerprint(token), raw=True))
+            targets.setdefault(core.fingerprint(token), _Target(token, core.fingerprint(token), raw=True))
         unmatched: list[str] = []
         if wanted:
-            rows = query_inventory(hook)
+            rows = operators._common.query_inventory(hook)
             by_fp: dict[str, list[Any]] = {}
             for row in rows:
                 by_fp.setdefault(row.fingerprint, []).append(row)
@@ -330,15 +323,11 @@ class SalesforceRevokeTokenOperator(RenderedFieldsMixin, BaseOperator):
 
     def _revoke_all(self, hook: SalesforceOAuthHook, targets: list[_Target], concurrency: int) -> list[dict[str, Any]]:
         """Revoke every target; one item per target, in order."""
-        import asyncio
-
-        from sf_oauth_provider.operators._common import Progress, bounded_map
-
         batch = [t for t in targets if not t.current]
         current = [t for t in targets if t.current]
         results: dict[str, dict[str, Any]] = {}
         if batch:
-            progress = Progress(self.log, len(batch), "revoked")
+            progress = operators._common.Progress(self.log, len(batch), "revoked")
 
             async def run() -> list[dict[str, Any]]:
                 async with hook.async_client(max_connections=concurrency) as client:
@@ -346,7 +335,7 @@ class SalesforceRevokeTokenOperator(RenderedFieldsMixin, BaseOperator):
                     async def one(target: _Target) -> dict[str, Any]:
                         return await self._attempt(target, client.revoke(target.secret))
 
-                    return await bounded_map(batch, one, concurrency, progress)
+                    return await operators._common.bounded_map(batch, one, concurrency, progress)
 
             for target, item in zip(batch, asyncio.run(run()), strict=True):
                 results[target.fingerprint] = item
@@ -358,8 +347,6 @@ class SalesforceRevokeTokenOperator(RenderedFieldsMixin, BaseOperator):
         return [results[t.fingerprint] for t in targets]
 
     async def _attempt(self, target: _Target, call: Any) -> dict[str, Any]:
-        from sf_oauth_provider.client.errors import SalesforceOAuthError
-
         try:
             revoked = await call
         except SalesforceOAuthError as exc:
@@ -367,8 +354,6 @@ class SalesforceRevokeTokenOperator(RenderedFieldsMixin, BaseOperator):
         return self._done(target, revoked)
 
     def _attempt_sync(self, target: _Target, call: Any) -> dict[str, Any]:
-        from sf_oauth_provider.client.errors import SalesforceOAuthError
-
         try:
             revoked = call()
         except SalesforceOAuthError as exc:
@@ -401,10 +386,8 @@ class SalesforceRevokeTokenOperator(RenderedFieldsMixin, BaseOperator):
             f", {sum(1 for i in summary['items'] if i['outcome'] == WOULD_REVOKE)} would be revoked (dry run)"
             if summary["dry_run"] else "",
         )
-        from sf_oauth_provider.operators._common import push_return_value
-
         if summary["failed"]:
-            push_return_value(context, summary)
+            operators._common.push_return_value(context, summary)
         return summary
 
 

@@ -7,11 +7,29 @@
   through ``O_EXCL``/``O_NOFOLLOW`` temp files and atomic renames, modes following the umask but
   never group/other-writable, refusing a folder other users can write) or any
   ``ObjectStoragePath`` URI (``s3://``, ``gs://``, …).
+
+Both load on first use (:mod:`sf_oauth_provider._lazy`): the audit operator's module, which DAG
+files import, reads them as ``reporting.<name>`` when a task runs.
 """
 
 from __future__ import annotations
 
-from sf_oauth_provider.reporting.cells import csv_cell, csv_text, md_cell, text_cell
-from sf_oauth_provider.reporting.location import ReportFolder, ReportLocationError
+from typing import TYPE_CHECKING
+
+from sf_oauth_provider._lazy import attach
+
+if TYPE_CHECKING:
+    from sf_oauth_provider.reporting import cells, location  # noqa: F401
+    from sf_oauth_provider.reporting.cells import csv_cell, csv_text, md_cell, text_cell
+    from sf_oauth_provider.reporting.location import ReportFolder, ReportLocationError
 
 __all__ = ["ReportFolder", "ReportLocationError", "csv_cell", "csv_text", "md_cell", "text_cell"]
+
+__getattr__, __dir__ = attach(
+    __name__,
+    submodules=("cells", "location"),
+    attributes={
+        "ReportFolder": "location", "ReportLocationError": "location",
+        "csv_cell": "cells", "csv_text": "cells", "md_cell": "cells", "text_cell": "cells",
+    },
+)

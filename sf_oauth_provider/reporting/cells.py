@@ -20,7 +20,18 @@ _WHITESPACE = re.compile(r"[\r\n\t\f\v]+")
 #: every control character and Unicode line break: one value stays on one line of a text file
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]+")
 _SCHEME_SEP = re.compile(r"://")
-_WWW = re.compile(r"(?i)\b(www)\.")
+#: GitHub's Markdown (cmark-gfm's autolink extension) links bare ``scheme://`` URLs, ``www.``
+#: names and e-mail addresses (``mailto:``/``xmpp:`` ones too) with no markup at all. It looks
+#: for ``://`` and ``www.`` in the source text, so escaping the ``:`` or the ``.`` (``https\://``,
+#: ``www\.``) stops those links and renders the very same text. No escape or entity stops an
+#: e-mail link (the extension finds ``@`` after escapes are resolved): an address goes into a
+#: code span, where Markdown makes no links. (Whole-cell code spans would stop all three, but
+#: would also show every escape literally and need their own rules for backticks and pipes.)
+_URL_SCHEME = re.compile(r":(?=//)")
+_WWW = re.compile(r"(www)\.", re.IGNORECASE)
+#: cmark-gfm's e-mail address (a superset of it). The look-behind starts a match only at the start
+#: of a run of address characters, which keeps the search linear in the length of the text.
+_EMAIL = re.compile(r"(?<![A-Za-z0-9._+-])[A-Za-z0-9._+-]+@[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]+)+")
 
 
 def csv_cell(value: Any) -> Any:
@@ -49,14 +60,24 @@ def csv_text(rows: Iterable[Mapping[str, Any]], columns: Sequence[str]) -> str:
     return buf.getvalue()
 
 
+def _md_text(text: str) -> str:
+    text = _MD_SPECIAL.sub(r"\\\1", html.escape(text, quote=False))
+    return _WWW.sub(r"\1\\.", _URL_SCHEME.sub(r"\\:", text))
+
+
 def md_cell(value: Any) -> str:
-    """Text that Markdown renders as itself: no HTML, links, images, emphasis or cell breaks.
+    """Text that Markdown renders as itself: no HTML, links (autolinks included), images,
+    emphasis or cell breaks. E-mail addresses are shown as code.
 
     :param value: a cell value (``None`` becomes empty)
     """
-    text = "" if value is None else str(value)
-    text = html.escape(_WHITESPACE.sub(" ", text), quote=False)
-    return _MD_SPECIAL.sub(r"\\\1", text)
+    text = "" if value is None else _WHITESPACE.sub(" ", str(value))
+    parts, pos = [], 0
+    for address in _EMAIL.finditer(text):  # address characters hold no backtick, pipe or space
+        parts += [_md_text(text[pos:address.start()]), f"`{address.group()}`"]
+        pos = address.end()
+    parts.append(_md_text(text[pos:]))
+    return "".join(parts)
 
 
 def text_cell(value: Any) -> str:

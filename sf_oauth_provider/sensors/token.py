@@ -1,4 +1,8 @@
-"""SalesforceTokenSensor: wait until a connection's token is alive and lives long enough."""
+"""SalesforceTokenSensor: wait until a connection's token is alive and lives long enough.
+
+DAG files import this module: the hook, the client, the check's flow and the trigger (which pulls
+in Airflow's ``airflow.triggers.base``) load when a check first runs, read through their packages.
+"""
 
 from __future__ import annotations
 
@@ -9,15 +13,16 @@ from typing import TYPE_CHECKING, Any, NoReturn, Sequence
 
 from airflow.sdk import BaseSensorOperator, PokeReturnValue
 
-from sf_oauth_provider._compat import conf
-from sf_oauth_provider.token_check import validate_check
+from sf_oauth_provider import client as core
+from sf_oauth_provider import hooks, token_check, triggers
+from sf_oauth_provider._compat import AirflowFailException, AirflowSensorTimeout, AirflowSkipException, conf
+from sf_oauth_provider.client.errors import SalesforceOAuthError, retry_may_help
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
-    from sf_oauth_provider.client.errors import SalesforceOAuthError
     from sf_oauth_provider.hooks.salesforce_oauth import SalesforceOAuthHook
-    from sf_oauth_provider.token_check import TokenCheckOutcome
+    from sf_oauth_provider.token_check import Step, TokenCheckOutcome
 
 __all__ = ["SalesforceTokenSensor"]
 
@@ -61,7 +66,7 @@ class SalesforceTokenSensor(BaseSensorOperator):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        validate_check(check, type(self).__name__)
+        token_check.validate_check(check, type(self).__name__)
         seconds = min_remaining.total_seconds() if isinstance(min_remaining, timedelta) else min_remaining
         if not isinstance(seconds, (int, float)) or isinstance(seconds, bool) or seconds < 0:
             raise ValueError(
@@ -81,37 +86,27 @@ class SalesforceTokenSensor(BaseSensorOperator):
     @cached_property
     def hook(self) -> SalesforceOAuthHook:
         """The hook, made once per task try so its HTTP client is reused by every poke."""
-        from sf_oauth_provider.client.oauth import RetryPolicy
-        from sf_oauth_provider.hooks.salesforce_oauth import SalesforceOAuthHook
-
-        return SalesforceOAuthHook(
-            self.salesforce_oauth_conn_id, retry=RetryPolicy.from_numbers(self.retry_attempts, self.retry_backoff)
-        )
+        retry = core.oauth.RetryPolicy.from_numbers(self.retry_attempts, self.retry_backoff)
+        return hooks.SalesforceOAuthHook(self.salesforce_oauth_conn_id, retry=retry)
 
     def check_once(self) -> TokenCheckOutcome:
         """One check with the hook's sync calls (raises the client's errors)."""
-        from sf_oauth_provider.token_check import GetToken, Liveness, Step, resolve_check, run_flow, token_check_flow
-
         hook = self.hook
         certificate = getattr(hook.config, "jwt_certificate", None)
         if certificate:  # expired: every JWT login fails; say why first
-            from sf_oauth_provider.client.certificate import check_not_expired
-
-            check_not_expired(certificate, hook.config.conn_id)
-        check = resolve_check(self.check, bool(hook.config.consumer_secret))
+            core.certificate.check_not_expired(certificate, hook.config.conn_id)
+        check = token_check.resolve_check(self.check, bool(hook.config.consumer_secret))
 
         def perform(step: Step) -> Any:
-            if isinstance(step, GetToken):
+            if isinstance(step, token_check.GetToken):
                 return hook.get_token(force_refresh=step.force_refresh)
             if step.check == "introspect":
-                return Liveness.from_introspection(hook.introspect(step.token.access_token))
-            return Liveness.from_userinfo(hook.userinfo(access_token=step.token.access_token))
+                return token_check.Liveness.from_introspection(hook.introspect(step.token.access_token))
+            return token_check.Liveness.from_userinfo(hook.userinfo(access_token=step.token.access_token))
 
-        return run_flow(token_check_flow(check, self.min_remaining.total_seconds()), perform)
+        return token_check.run_flow(token_check.token_check_flow(check, self.min_remaining.total_seconds()), perform)
 
     def _fail(self, exc: SalesforceOAuthError) -> NoReturn:
-        from sf_oauth_provider._compat import AirflowFailException
-
         # str(exc) is Salesforce's message plus the hint, and starts with "Connection '<id>': " (every
         # error of this package names its connection); the client never puts secrets in it.
         # Airflow logs this exception; the client's internal traceback would only bury the hint.
@@ -122,8 +117,6 @@ class SalesforceTokenSensor(BaseSensorOperator):
 
         :param context: the task context (unused)
         """
-        from sf_oauth_provider.client.errors import SalesforceOAuthError, retry_may_help
-
         try:
             outcome = self.check_once()
         except SalesforceOAuthError as exc:
@@ -148,8 +141,6 @@ class SalesforceTokenSensor(BaseSensorOperator):
 
         :param context: the task context
         """
-        from sf_oauth_provider._compat import AirflowSensorTimeout
-
         try:
             return self._execute(context)
         except AirflowSensorTimeout as exc:
@@ -164,8 +155,6 @@ class SalesforceTokenSensor(BaseSensorOperator):
     def _execute(self, context: Context) -> Any:
         if not self.deferrable:
             return super().execute(context)
-        from sf_oauth_provider._compat import AirflowFailException, AirflowSkipException
-
         try:
             first = self.poke(context)
         except AirflowFailException as exc:
@@ -175,10 +164,8 @@ class SalesforceTokenSensor(BaseSensorOperator):
         if first.is_done:
             return first.xcom_value
 
-        from sf_oauth_provider.triggers.token import SalesforceTokenTrigger
-
         self.defer(
-            trigger=SalesforceTokenTrigger(
+            trigger=triggers.SalesforceTokenTrigger(
                 salesforce_oauth_conn_id=self.salesforce_oauth_conn_id,
                 min_remaining_seconds=self.min_remaining.total_seconds(),
                 check=self.check,
@@ -199,8 +186,6 @@ class SalesforceTokenSensor(BaseSensorOperator):
         :param context: the task context
         :param event: the trigger's event
         """
-        from sf_oauth_provider._compat import AirflowFailException, AirflowSensorTimeout, AirflowSkipException
-
         if event and event.get("status") == "timeout":
             message = (
                 f"Sensor has timed out after {self.timeout:g} s waiting for a usable Salesforce token — "

@@ -1,8 +1,8 @@
 """SalesforceTokenTrigger: wait in the triggerer until a connection's token is alive and lives
 long enough. The check itself lives in :mod:`sf_oauth_provider.token_check`, shared with the sensor.
 
-This module imports only the standard library and ``airflow.triggers.base`` at import time; the
-hook, httpx and the client are imported where they are used.
+Besides ``airflow.triggers.base``, this module loads only what defining the trigger needs; the
+hook, the client and the check's flow load when the trigger first runs, read through their packages.
 """
 
 from __future__ import annotations
@@ -13,20 +13,14 @@ from typing import TYPE_CHECKING, Any, AsyncIterator
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
-from sf_oauth_provider.token_check import (
-    GetToken,
-    Liveness,
-    Step,
-    TokenCheckOutcome,
-    arun_flow,
-    resolve_check,
-    token_check_flow,
-    validate_check,
-)
+from sf_oauth_provider import client as core
+from sf_oauth_provider import hooks, token_check
+from sf_oauth_provider.client.errors import SalesforceOAuthError, retry_may_help
 
 if TYPE_CHECKING:
     from sf_oauth_provider.client.token import SalesforceToken
     from sf_oauth_provider.hooks.salesforce_oauth import SalesforceOAuthHook
+    from sf_oauth_provider.token_check import Liveness, Step, TokenCheckOutcome
 
 __all__ = ["SalesforceTokenTrigger"]
 
@@ -62,7 +56,7 @@ class SalesforceTokenTrigger(BaseTrigger):
         super().__init__()
         self.salesforce_oauth_conn_id = salesforce_oauth_conn_id
         self.min_remaining_seconds = float(min_remaining_seconds)
-        self.check = validate_check(check, type(self).__name__)
+        self.check = token_check.validate_check(check, type(self).__name__)
         self.poke_interval = float(poke_interval)
         self.retry_attempts = retry_attempts
         self.retry_backoff = retry_backoff
@@ -84,12 +78,8 @@ class SalesforceTokenTrigger(BaseTrigger):
         )
 
     def _hook(self) -> SalesforceOAuthHook:
-        from sf_oauth_provider.client.oauth import RetryPolicy
-        from sf_oauth_provider.hooks.salesforce_oauth import SalesforceOAuthHook
-
-        return SalesforceOAuthHook(
-            self.salesforce_oauth_conn_id, retry=RetryPolicy.from_numbers(self.retry_attempts, self.retry_backoff)
-        )
+        retry = core.oauth.RetryPolicy.from_numbers(self.retry_attempts, self.retry_backoff)
+        return hooks.SalesforceOAuthHook(self.salesforce_oauth_conn_id, retry=retry)
 
     async def check_once(self, hook: SalesforceOAuthHook) -> TokenCheckOutcome:
         """One check with async I/O (raises the client's errors).
@@ -97,21 +87,19 @@ class SalesforceTokenTrigger(BaseTrigger):
         :param hook: the hook to use
         """
         config = await hook.aconfig()
-        check = resolve_check(self.check, bool(config.consumer_secret))
+        check = token_check.resolve_check(self.check, bool(config.consumer_secret))
 
         async def perform(step: Step) -> SalesforceToken | Liveness:
-            if isinstance(step, GetToken):
+            if isinstance(step, token_check.GetToken):
                 return await hook.aget_token(force_refresh=step.force_refresh)
             if step.check == "introspect":
-                return Liveness.from_introspection(await hook.aintrospect(step.token.access_token))
-            return Liveness.from_userinfo(await hook.auserinfo(access_token=step.token.access_token))
+                return token_check.Liveness.from_introspection(await hook.aintrospect(step.token.access_token))
+            return token_check.Liveness.from_userinfo(await hook.auserinfo(access_token=step.token.access_token))
 
-        return await arun_flow(token_check_flow(check, self.min_remaining_seconds), perform)
+        return await token_check.arun_flow(token_check.token_check_flow(check, self.min_remaining_seconds), perform)
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         """Check, sleep ``poke_interval``, repeat; one event on success, permanent error or ``end_at``."""
-        from sf_oauth_provider.client.errors import SalesforceOAuthError, retry_may_help
-
         hook = self._hook()
         last: str = "no check finished"
         while True:

@@ -72,6 +72,51 @@ def test_unreadable_key_path(tmp_path):
     refused("extra.jwt_key_file", jwt_key_file=str(tmp_path / "missing.pem"))
 
 
+def test_a_jwt_key_file_over_1_mib_is_refused_naming_the_field(tmp_path):
+    path = tmp_path / "huge.pem"
+    path.write_text(pem(rsa_key()) + "#" * (1024 * 1024))  # a real key, then more than 1 MiB of anything
+    err = refused("extra.jwt_key_file", private_key=None, jwt_key_file=str(path))
+    assert "1 MiB" in str(err) and "jwt_key_file" in str(err)
+
+
+def test_a_jwt_key_file_that_never_ends_is_refused_after_1_mib():
+    err = refused("extra.jwt_key_file", private_key=None, jwt_key_file="/dev/zero")  # read() alone would never end
+    assert "1 MiB" in str(err)
+
+
+def test_a_pasted_private_key_over_1_mib_is_refused_naming_the_field():
+    err = refused("extra.private_key", private_key=pem(rsa_key()) + "#" * (1024 * 1024))
+    assert "1 MiB" in str(err)
+
+
+_CRAFTED_PEM = r"""
+import sys
+from sf_oauth_provider.client.assertion import normalize_pem
+from sf_oauth_provider.client.config import OAuthConfig
+from sf_oauth_provider.client.errors import SalesforceConfigError
+
+block = "-----BEGIN A-----"
+crafted = block * (1024 * 1024 // len(block) - 1)  # just under the 1 MiB cap
+assert normalize_pem(block * (4 * 1024 * 1024 // len(block))).startswith(block)  # 4 MiB, no cap: linear anyway
+try:
+    OAuthConfig.from_connection_fields("sf_prod", host="https://login.salesforce.com", login="k", password=None,
+                                       extra={"username": "u@example.com", "private_key": crafted})
+except SalesforceConfigError as exc:
+    print(exc.field)
+"""
+
+
+def test_a_crafted_pem_is_refused_in_linear_time():
+    """1 MiB of repeated BEGIN lines: refused at once (the backtracking regex took ~23 s for 272 KB,
+    minutes for 1 MiB). The bound is generous: a linear parse takes milliseconds."""
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", _CRAFTED_PEM], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "extra.private_key"
+
+
 def test_garbage_key():
     refused("extra.private_key", private_key="-----BEGIN PRIVATE KEY-----\nnot base64\n-----END PRIVATE KEY-----")
 

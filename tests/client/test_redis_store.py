@@ -316,3 +316,21 @@ def test_the_cache_reports_the_layers_it_really_uses(emulator_connections, cache
     assert file_only.mode == "file" and file_only.layer_names == ("memory", "file")
     monkeypatch.delenv("SF_OAUTH_REDIS_URL")
     assert TokenProvider(config, cache_dir=cache_dir).cache.mode == "file"  # auto without Redis
+
+
+@pytest.mark.parametrize(("url", "shown"), [
+    ("redis://:pw-1@127.0.0.1:6379/0", "redis://***@127.0.0.1:6379/0"),
+    ("redis://ops:pw-1@127.0.0.1:6379/0", "redis://ops:***@127.0.0.1:6379/0"),
+    ("redis://127.0.0.1:6379/0?password=pw-1", "redis://127.0.0.1:6379/0?password=***"),
+    ("rediss://h:6380/0?username=ops&password=pw-1&ssl_password=pw-2&db=1",
+     "rediss://h:6380/0?username=ops&password=***&ssl_password=***&db=1"),
+    ("redis://h/0?pass%77ord=pw-1", "redis://h/0?pass%77ord=***"),  # redis-py decodes the name
+    ("redis://h/0?a=1;password=pw-1", "redis://h/0?a=1;password=***"),
+    ("redis://:pw-1@h/0?password=pw-2", "redis://***@h/0?password=***"),
+    ("redis://[::1/0?password=pw-1", "redis://***"),  # unparseable: nothing of it is shown
+    ("redis://127.0.0.1:6379/0?socket_timeout=5", "redis://127.0.0.1:6379/0?socket_timeout=5"),
+])
+def test_redacted_url_hides_every_password_redis_py_reads(url, shown):
+    from sf_oauth_provider.client.stores.redis import redacted_url
+
+    assert redacted_url(url) == shown

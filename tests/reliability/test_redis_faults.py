@@ -88,6 +88,27 @@ def test_redis_password_never_reaches_the_log(emulator, emulator_connections, tm
     assert "hunter2" not in caplog.text
 
 
+def test_a_redis_password_in_the_query_never_reaches_the_log_or_repr(emulator, emulator_connections, tmp_path,
+                                                                    own_redis, caplog):
+    """redis-py reads ``?password=`` as the password: Redis refuses the wrong one, the warning and
+    ``repr()`` show the URL without it; with the right one the store works and still hides it."""
+    own_redis.client().config_set("requirepass", "right-redis-pass")
+    config = _config(emulator_connections["salesforce_oauth_cc"])
+    wrong = f"redis://127.0.0.1:{own_redis.port}/0?socket_keepalive=true&password=hunter2-query-pass"
+    with caplog.at_level(logging.WARNING):
+        assert _host(config, tmp_path / "host-0", wrong).get_token().access_token
+    warnings = _redis_warnings(caplog)
+    assert len(warnings) == 1 and "AuthenticationError" in warnings[0]
+    assert "hunter2" not in caplog.text and "password=***" in warnings[0] and "socket_keepalive=true" in warnings[0]
+    assert "hunter2" not in repr(redis_store.RedisStore(wrong, config))
+
+    right = f"redis://127.0.0.1:{own_redis.port}/0?password=right-redis-pass"
+    store = redis_store.RedisStore(right, config)
+    store.put("probe", _host(config, tmp_path / "host-1", right).get_token())
+    assert store.get("probe") is not None  # the password in the query is the one Redis checks
+    assert "right-redis-pass" not in repr(store) and "password=***" in repr(store)
+
+
 def test_redis_dies_between_hosts(emulator, emulator_connections, tmp_path, own_redis, caplog):
     config = _config(emulator_connections["salesforce_oauth_default"])
     first = _host(config, tmp_path / "host-0", own_redis.url).get_token()

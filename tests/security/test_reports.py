@@ -70,6 +70,51 @@ def test_markdown_and_html_reports_escape_hostile_names(sf_connections, emulator
     assert "HYPERLINK" in html and "<img" not in html and "&lt;img src=x onerror=alert(1)&gt;" in html
 
 
+LINK_APP = "Reauthorize at https://evil.example/login or HTTPS://evil.example (mailto:help@evil.example)"
+LINK_USER = "www.evil.example"
+
+
+def _github_html(markdown: str) -> str:
+    """``markdown`` as GitHub renders it: cmark-gfm with its table and autolink extensions."""
+    import cmarkgfm
+
+    return cmarkgfm.github_flavored_markdown_to_html(markdown)
+
+
+def _visible_text(html_text: str) -> str:
+    import html
+    import re
+
+    return html.unescape(re.sub(r"<[^>]+>", "", html_text))
+
+
+def test_markdown_report_has_no_links_as_github_renders_it(sf_connections, emulator, tmp_path):
+    """GitHub turns bare ``https://…``, ``www.…`` and e-mail addresses into links (autolinks): app and
+    user names chosen by whoever registers a connected app must not become phishing links."""
+    org = emulator.org
+    org.app_by_name_or_key("Tableau").name = LINK_APP
+    org.user_by_username("analyst@demo.example").username = LINK_USER
+    result = _audit(tmp_path)
+    rendered = _github_html(Path(result["report_files"]["md"]).read_text(encoding="utf-8"))
+    assert "<table>" in rendered and "<a " not in rendered  # no link at all, usernames included
+    text = _visible_text(rendered)
+    assert LINK_APP in text and LINK_USER in text  # the names read exactly as Salesforce has them
+
+
+@pytest.mark.parametrize("value", [
+    "Reauthorize at https://evil.example/login", "HTTPS://evil.example", "ftp://evil.example/x",
+    "www.evil.example", "x_www.evil.example", "(www.evil.example)", "analyst@demo.example",
+    "mailto:a.b+c@evil.example", "xmpp:ops@evil.example/res", "https://user@evil.example/p_a_t_h",
+    "see <https://evil.example> or [login](https://evil.example) | next cell", "a_b*c`d`~e~ 1. # x",
+])
+def test_md_cell_is_inert_and_reads_the_same_on_github(value):
+    from sf_oauth_provider.reporting import md_cell
+
+    rendered = _github_html(f"| name |\n|---|\n| {md_cell(value)} |\n")
+    assert "<a " not in rendered and "<img" not in rendered and "<em>" not in rendered
+    assert _visible_text(rendered).split("name", 1)[1].strip() == value
+
+
 def test_planted_symlinks_are_not_followed(sf_connections, emulator, tmp_path):
     report_dir = tmp_path / "report"
     report_dir.mkdir(mode=0o700)

@@ -32,10 +32,11 @@ import contextlib
 import json
 import logging
 import os
+import re
 import threading
 import time
 from typing import TYPE_CHECKING, Any, AsyncIterator, Iterator
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote_plus, urlsplit, urlunsplit
 
 from cryptography.fernet import Fernet, InvalidToken
 from cryptography.hazmat.primitives import hashes, serialization
@@ -113,14 +114,39 @@ def redis_available() -> bool:
     return True
 
 
+#: A query parameter whose name holds one of these carries a credential: redis-py hands every
+#: query parameter to the connection, so ``?password=`` (and ``?ssl_password=``, the TLS key's
+#: passphrase) work as well as ``user:pass@``.
+_SECRET_PARAM = re.compile(r"pass|secret|token", re.IGNORECASE)
+
+
+def _redacted_query(query: str) -> str:
+    # redis-py splits on "&" only; splitting on ";" too hides a value that merely looks like one
+    pieces = re.split(r"([&;])", query)
+    for i, piece in enumerate(pieces):
+        name, eq, _value = piece.partition("=")
+        if eq and _SECRET_PARAM.search(unquote_plus(name)):  # redis-py decodes the name: pass%77ord
+            pieces[i] = f"{name}=***"
+    return "".join(pieces)
+
+
 def redacted_url(url: str) -> str:
-    """``url`` without its password (for logs and messages)."""
-    parts = urlsplit(url)
-    if parts.password is None:
+    """``url`` without its passwords, for logs and messages: the one in ``user:pass@`` and every
+    credential query parameter (``?password=``, ``?ssl_password=``). An unparseable URL is shown
+    as its scheme only."""
+    try:
+        parts = urlsplit(url)
+        password = parts.password
+    except ValueError:
+        return url.split(":", 1)[0][:16] + "://***"
+    netloc = parts.netloc
+    if password is not None:
+        host = netloc.rsplit("@", 1)[1]
+        netloc = (f"{parts.username}:***@" if parts.username else "***@") + host
+    query = _redacted_query(parts.query)
+    if netloc == parts.netloc and query == parts.query:
         return url
-    netloc = parts.netloc.rsplit("@", 1)[1]
-    user = f"{parts.username}:***@" if parts.username else "***@"
-    return urlunsplit((parts.scheme, user + netloc, parts.path, parts.query, parts.fragment))
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
 
 def _key_material(config: OAuthConfig) -> bytes:

@@ -1,28 +1,37 @@
-"""SalesforceTokenAuditOperator: report which Salesforce OAuth tokens exist and which break policy."""
+"""SalesforceTokenAuditOperator: report which Salesforce OAuth tokens exist and which break policy.
+
+DAG files import this module: the audit's sources, rules, report and writers, the hook and the
+client load when the task runs, read through their packages (``audit.rules``, ``hooks.``, ``core.``).
+"""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any, Callable, Sequence, Union
 
-from airflow.sdk import BaseOperator
+from airflow.sdk import BaseNotifier, BaseOperator
 
-from sf_oauth_provider.operators._common import (
+from sf_oauth_provider import client as core
+from sf_oauth_provider import hooks, operators, reporting
+from sf_oauth_provider._compat import AirflowException, AirflowFailException
+from sf_oauth_provider.client.errors import SalesforceOAuthError
+from sf_oauth_provider.operators import audit
+from sf_oauth_provider.operators._params import (
     RenderedFieldsMixin,
     as_bool,
     as_int,
     as_number,
     as_optional_list,
     is_template,
-    mask_secrets,
     parse_list,
 )
 
 if TYPE_CHECKING:
-    from airflow.sdk import BaseNotifier, Context
+    from airflow.sdk import Context
 
 __all__ = ["SalesforceTokenAuditOperator"]
 
@@ -217,43 +226,33 @@ class SalesforceTokenAuditOperator(RenderedFieldsMixin, BaseOperator):
     def after_render(self) -> None:
         """Mask the raw tokens before Airflow stores the rendered fields."""
         try:
-            mask_secrets(parse_list(self.tokens, "tokens"))
+            operators._common.mask_secrets(parse_list(self.tokens, "tokens"))
         except (TypeError, ValueError):
             pass  # execute() reports the bad value
 
     # ---- execution -----------------------------------------------------------------------------
     def execute(self, context: Context) -> dict[str, Any]:
-        from sf_oauth_provider._compat import AirflowException, AirflowFailException
-        from sf_oauth_provider.client.errors import SalesforceOAuthError
-        from sf_oauth_provider.client.oauth import RetryPolicy
-        from sf_oauth_provider.hooks.salesforce_oauth import SalesforceOAuthHook
-        from sf_oauth_provider.operators._common import fail_if_permanent, push_return_value
-        from sf_oauth_provider.operators.audit.report import AuditMeta, build_report, xcom_value
-        from sf_oauth_provider.operators.audit.rules import Policy, evaluate
-        from sf_oauth_provider.operators.audit.sources import Collector
-        from sf_oauth_provider.reporting import ReportFolder, ReportLocationError
-
         try:
             s = _settings(self)
         except (TypeError, ValueError) as exc:
             raise AirflowFailException(f"Task {self.task_id!r}: {exc}") from None
         now = datetime.now(timezone.utc)
-        policy = Policy(
+        policy = audit.rules.Policy(
             now=now, stale_after=timedelta(days=s.stale_after_days),
             allowed_scopes=None if s.allowed_scopes is None else frozenset(s.allowed_scopes),
             allowed_apps=None if s.allowed_apps is None else frozenset(s.allowed_apps),
             expiring_within=s.expiring_within, certificate_warn_days=s.certificate_warn_days,
         )
         try:  # before any Salesforce call: a bad location must not cost an audit
-            folder = ReportFolder(self._report_dir(context), "report_dir", self.report_file_mode)
+            folder = reporting.ReportFolder(self._report_dir(context), "report_dir", self.report_file_mode)
             folder.prepare()
-        except ReportLocationError as exc:
+        except reporting.ReportLocationError as exc:
             raise AirflowFailException(str(exc)) from None
 
-        retry = RetryPolicy.from_numbers(self.retry_attempts, self.retry_backoff)
-        hook = SalesforceOAuthHook(self.salesforce_oauth_conn_id, retry=retry)
-        collector = Collector(hook, self.log, s.max_concurrency)
-        meta = AuditMeta(connection=self.salesforce_oauth_conn_id)
+        retry = core.oauth.RetryPolicy.from_numbers(self.retry_attempts, self.retry_backoff)
+        hook = hooks.SalesforceOAuthHook(self.salesforce_oauth_conn_id, retry=retry)
+        collector = audit.sources.Collector(hook, self.log, s.max_concurrency)
+        meta = audit.report.AuditMeta(connection=self.salesforce_oauth_conn_id)
         try:
             # Order matters for speed: every new secret makes Airflow's masker recompile one
             # pattern, so the few connection secrets come first, DeleteTokens and raw tokens last.
@@ -268,7 +267,7 @@ class SalesforceTokenAuditOperator(RenderedFieldsMixin, BaseOperator):
                     collector.add_inventory(introspect_inventory)
                 meta.org_id, meta.instance_url = self._org(hook, required=s.inventory)
             except SalesforceOAuthError as exc:
-                fail_if_permanent(exc, f"Auditing with connection {self.salesforce_oauth_conn_id!r}")
+                operators._common.fail_if_permanent(exc, f"Auditing with connection {self.salesforce_oauth_conn_id!r}")
                 raise
             collector.add_raw_tokens(s.tokens)
             collector.introspect_all()
@@ -276,25 +275,25 @@ class SalesforceTokenAuditOperator(RenderedFieldsMixin, BaseOperator):
             hook.close()
         meta.introspections, meta.failed = len(collector.jobs), collector.failed
 
-        findings = evaluate(collector.records, policy)
-        report = build_report(collector.records, findings, policy, meta, previous=self._previous(folder))
-        result = xcom_value(report, self._write(folder, report))
+        findings = audit.rules.evaluate(collector.records, policy)
+        report = audit.report.build_report(collector.records, findings, policy, meta, previous=self._previous(folder))
+        result = audit.report.xcom_value(report, self._write(folder, report))
         self._log_summary(result)
         notify_error = self._notify(context, result, report["findings"]) if result["counts"]["findings"] else None
 
         failures = [f for f in collector.failed if f.get("introspection")]
         if collector.jobs and len(failures) == len(collector.jobs):
-            push_return_value(context, result)
+            operators._common.push_return_value(context, result)
             message = (f"Every one of the {len(collector.jobs)} introspections failed (e.g. {failures[0]['error']}); "
                        f"the report in {result['report_files']['html']} is incomplete")
             if any(f.get("transient") for f in failures):
                 raise AirflowException(message)
             raise AirflowFailException(message)
         if notify_error is not None:
-            push_return_value(context, result)
+            operators._common.push_return_value(context, result)
             raise AirflowException(f"The audit report was written, but a notifier failed: {notify_error}")
         if s.fail_on_findings and result["counts"]["findings"]:
-            push_return_value(context, result)
+            operators._common.push_return_value(context, result)
             kinds = ", ".join(f"{n} {k}" for k, n in result["counts"]["by_kind"].items())
             raise AirflowFailException(
                 f"The audit found {result['counts']['findings']} findings ({kinds}); "
@@ -308,8 +307,6 @@ class SalesforceTokenAuditOperator(RenderedFieldsMixin, BaseOperator):
         if hook.config.consumer_secret:
             return True
         if required:
-            from sf_oauth_provider._compat import AirflowFailException
-
             raise AirflowFailException(
                 f"Connection {self.salesforce_oauth_conn_id!r} has no consumer secret ('password'), which "
                 "introspecting the given tokens requires — set the connected app's consumer secret"
@@ -322,8 +319,6 @@ class SalesforceTokenAuditOperator(RenderedFieldsMixin, BaseOperator):
 
     def _org(self, hook: Any, required: bool) -> tuple[str | None, str | None]:
         """The org id and instance URL, from the connection's (usually cached) token."""
-        from sf_oauth_provider.client.errors import SalesforceOAuthError
-
         try:
             token = hook.get_token()
         except SalesforceOAuthError as exc:
@@ -345,8 +340,6 @@ class SalesforceTokenAuditOperator(RenderedFieldsMixin, BaseOperator):
 
     def _previous(self, folder: Any) -> dict[str, Any] | None:
         """The report at the same location before this run (``None``: none, or unreadable)."""
-        import json
-
         text = folder.read_text(REPORT_FILES["json"])
         if text is None:
             return None
@@ -359,13 +352,9 @@ class SalesforceTokenAuditOperator(RenderedFieldsMixin, BaseOperator):
 
     def _write(self, folder: Any, report: dict[str, Any]) -> dict[str, str]:
         """Write every format; ``audit.json`` last, so a failed run never becomes the baseline."""
-        import json
-
-        from sf_oauth_provider.operators.audit import render
-
         texts = {
-            "csv": render.findings_csv(report), "tokens_csv": render.tokens_csv(report),
-            "md": render.markdown(report), "html": render.html_page(report),
+            "csv": audit.render.findings_csv(report), "tokens_csv": audit.render.tokens_csv(report),
+            "md": audit.render.markdown(report), "html": audit.render.html_page(report),
             "json": json.dumps(report, indent=2, default=str) + "\n",
         }
         files = {fmt: folder.write_text(REPORT_FILES[fmt], text) for fmt, text in texts.items()}
@@ -377,7 +366,6 @@ class SalesforceTokenAuditOperator(RenderedFieldsMixin, BaseOperator):
         A notifier also gets ``audit_findings``: the report's rows with app and user, which the
         XCom-sized summary leaves out (they stay in the task's memory, never in XCom).
         """
-        from airflow.sdk import BaseNotifier
 
         rows = [{k: row.get(k) for k in _NOTIFIER_ROW_KEYS} for row in findings]
         error = None

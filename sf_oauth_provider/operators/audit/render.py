@@ -12,6 +12,9 @@ import json
 from datetime import datetime
 from typing import Any
 
+import jinja2
+from tabulate import tabulate
+
 from sf_oauth_provider.operators.audit.findings import SEVERITIES
 from sf_oauth_provider.reporting.cells import csv_text, md_cell
 
@@ -52,8 +55,6 @@ def _comparison(report: dict[str, Any]) -> str:
 
 
 def _table(rows: list[list[Any]], headers: list[str], align: tuple[str, ...] | None = None) -> str:
-    from tabulate import tabulate
-
     return tabulate(
         [[md_cell(c) for c in row] for row in rows], headers=[md_cell(h) for h in headers], tablefmt="github",
         disable_numparse=True, colalign=align,
@@ -164,8 +165,6 @@ def age_chart(report: dict[str, Any], width: int = 760) -> dict[str, Any]:
 
 def html_page(report: dict[str, Any]) -> str:
     """``audit.html``: one self-contained page (no external assets, no JavaScript)."""
-    import jinja2
-
     env = jinja2.Environment(
         loader=jinja2.PackageLoader("sf_oauth_provider.operators.audit", "templates"),
         autoescape=True, undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True,

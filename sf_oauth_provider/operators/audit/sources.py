@@ -13,13 +13,16 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
+from sf_oauth_provider.client.certificate import load_certificate
+from sf_oauth_provider.client.errors import SalesforceAuthError, SalesforceConfigError, SalesforceOAuthError
+from sf_oauth_provider.client.token import fingerprint
+from sf_oauth_provider.hooks.salesforce_oauth import SalesforceOAuthHook
 from sf_oauth_provider.operators._common import Progress, bounded_map, mask_secrets, query_inventory, redact_secrets
 from sf_oauth_provider.operators.audit.findings import TokenRecord
 
 if TYPE_CHECKING:
     from sf_oauth_provider.client.oauth import RetryPolicy
     from sf_oauth_provider.client.token import IntrospectionResult
-    from sf_oauth_provider.hooks.salesforce_oauth import SalesforceOAuthHook
 
 __all__ = ["Collector", "Job", "certificate_status"]
 
@@ -54,8 +57,6 @@ def certificate_status(config: Any, now: datetime) -> dict[str, Any] | None:
     value = getattr(config, "jwt_certificate", None)
     if not value:
         return None
-    from sf_oauth_provider.client.certificate import load_certificate
-
     info = load_certificate(value, conn_id=config.conn_id).status(config.private_key, now)
     return info
 
@@ -104,8 +105,6 @@ class Collector:
 
     def add_raw_tokens(self, tokens: list[str]) -> None:
         """Raw tokens to introspect (masked before anything else happens)."""
-        from sf_oauth_provider.client.token import fingerprint
-
         mask_secrets(tokens)
         self.secrets.update(tokens)
         for token in tokens:
@@ -115,9 +114,6 @@ class Collector:
 
     def add_connection(self, conn_id: str, retry: RetryPolicy | None, now: datetime) -> None:
         """Can the connection authenticate; its token, key, certificate and introspection."""
-        from sf_oauth_provider.client.errors import SalesforceOAuthError
-        from sf_oauth_provider.hooks.salesforce_oauth import SalesforceOAuthHook
-
         record = TokenRecord(source="connection", conn_id=conn_id)
         self.records.append(record)
         hook = SalesforceOAuthHook(conn_id, retry=retry)
@@ -144,8 +140,6 @@ class Collector:
             hook.close()
 
     def _probe(self, hook: SalesforceOAuthHook, record: TokenRecord) -> None:
-        from sf_oauth_provider.client.errors import SalesforceOAuthError
-
         config, conn_id = hook.config, hook.salesforce_oauth_conn_id
         try:
             # a real exchange (a cached token would hide a broken key), through the token provider
@@ -174,8 +168,6 @@ class Collector:
     # ---- introspection --------------------------------------------------------------------------
     def introspect_all(self) -> None:
         """Introspect every job on one connection pool; failures go to :attr:`failed`."""
-        from sf_oauth_provider.client.errors import SalesforceAuthError, SalesforceConfigError, SalesforceOAuthError
-
         jobs = self.jobs
         if not jobs:
             return

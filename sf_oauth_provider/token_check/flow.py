@@ -1,10 +1,10 @@
-"""The token check that SalesforceTokenSensor and SalesforceTokenTrigger share, written once.
+"""The token check itself, written once for SalesforceTokenSensor and SalesforceTokenTrigger.
 
 The check is a generator (:func:`token_check_flow`) in the style of httpx's ``Auth.auth_flow``:
 it yields what it needs (:class:`GetToken`, :class:`Probe`) and receives the answers. The sensor
 drives it with the hook's sync calls (:func:`run_flow`), the trigger with the hook's async calls
-(:func:`arun_flow`); neither re-states the rules. No Airflow import, and only the standard library
-at import time: the sensor module imports :data:`CHECKS` from here when a DAG file is parsed.
+(:func:`arun_flow`); neither re-states the rules. No Airflow import. Loaded when a check first
+runs (the sensor's and the trigger's parameters are checked by the package's ``__init__``).
 """
 
 from __future__ import annotations
@@ -14,11 +14,12 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, Generator, Union
 
+from sf_oauth_provider.client.errors import SalesforcePermanentError, SalesforceSessionExpired
+
 if TYPE_CHECKING:
     from sf_oauth_provider.client.token import IntrospectionResult, SalesforceToken
 
 __all__ = [
-    "CHECKS",
     "GetToken",
     "Liveness",
     "Probe",
@@ -26,14 +27,9 @@ __all__ = [
     "TokenCheckOutcome",
     "arun_flow",
     "judge",
-    "resolve_check",
     "run_flow",
     "token_check_flow",
-    "validate_check",
 ]
-
-#: accepted values of ``check``: ``auto`` introspects when the connection has a consumer secret
-CHECKS = ("auto", "introspect", "userinfo")
 
 
 # ---- the check, written once ------------------------------------------------------------------
@@ -116,28 +112,6 @@ class TokenCheckOutcome:
         return self.reason == "ok"
 
 
-def validate_check(check: str, owner: str) -> str:
-    """Return ``check`` if it is one of :data:`CHECKS`, else raise a ``ValueError`` naming it.
-
-    :param check: the requested check
-    :param owner: the class whose parameter this is, for the message
-    """
-    if check not in CHECKS:
-        raise ValueError(f"{owner}: parameter 'check' must be one of {', '.join(map(repr, CHECKS))}; got {check!r}")
-    return check
-
-
-def resolve_check(check: str, has_consumer_secret: bool) -> str:
-    """``introspect`` or ``userinfo``: ``auto`` introspects only when the app's secret is known.
-
-    :param check: one of :data:`CHECKS`
-    :param has_consumer_secret: whether the connection has a consumer secret (needed to introspect)
-    """
-    if check == "auto":
-        return "introspect" if has_consumer_secret else "userinfo"
-    return check
-
-
 def _iso(epoch: float) -> str:
     return datetime.fromtimestamp(epoch, tz=timezone.utc).isoformat(timespec="seconds")
 
@@ -198,8 +172,6 @@ def token_check_flow(
     :param min_remaining: seconds the token must still have
     :param clock: current epoch time
     """
-    from sf_oauth_provider.client.errors import SalesforcePermanentError, SalesforceSessionExpired
-
     def confirm(token: SalesforceToken, refreshed: bool) -> Generator[Step, Any, TokenCheckOutcome]:
         try:
             liveness = yield Probe(token, check)
