@@ -3,16 +3,18 @@ directory, sharing one Redis with the other hosts (the rotation-safety tests sta
 
     python -m tests.helpers.rotation_host CONN_JSON CACHE_DIR REDIS_URL LOCK_EXPIRY get
     python -m tests.helpers.rotation_host ... force
-    python -m tests.helpers.rotation_host ... loop SECONDS SEED   # get / force at random until SECONDS pass
+    python -m tests.helpers.rotation_host ... loop SECONDS SEED GO_FILE
+        # get / force at random until SECONDS pass; then, once GO_FILE exists, one last forced get
 
 ``REDIS_URL`` ``-`` means no Redis (the file store is the widest layer). Prints one JSON line
 (:data:`ANSWER` first): ``{"fingerprint", "refresh"}``, ``{"error", "type", "permanent"}``, or for
-``loop`` the counts of calls that passed and failed, by error type.
+``loop`` the counts of calls that passed and failed, by error type, and the last get's answer.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import random
 import sys
 import time
@@ -67,6 +69,10 @@ def main(argv: list[str]) -> None:
     provider = _provider(json.loads(conn), cache_dir, redis_url, float(lock_expiry))
     if command == "loop":
         result = _loop(provider, float(rest[0]), int(rest[1]))
+        deadline = time.monotonic() + 120
+        while not os.path.exists(rest[2]) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        result["last"] = _one(provider, force=True)
     else:
         result = _one(provider, force=command == "force")
     print(ANSWER + json.dumps(result), flush=True)

@@ -223,3 +223,62 @@ def test_an_older_redis_entry_put_back_is_refused(emulator, emulator_connections
     healed = a.get_token(force_refresh=True)
     assert fingerprint(healed.refresh_token) == live_refresh_fingerprint(emulator)
     assert provider_for(conn, tmp_path / "third", redis_url).get_token().fingerprint == healed.fingerprint
+
+
+# ---- the property: whatever the network does, the connection stays alive ----------------------------
+def test_many_hosts_refreshing_through_faults_keep_the_connection_alive(emulator, emulator_connections, tmp_path,
+                                                                      redis_url):
+    """3 hosts x 2 processes refresh a rotating connection at random for 12 s while the token
+    endpoint answers 503, resets, or stalls past the client's deadline (nothing processed, but
+    the client cannot tell), introspection is slow or failing, and every slow refresh outlives the
+    0.6 s lock expiry. Afterwards Salesforce still accepts the newest refresh token and every
+    process gets a token. (Answers lost *after* Salesforce rotated cannot be survived by anyone:
+    the tests above show that they end in a clear error, never in a revoked chain.)"""
+    conn = conn_with(emulator_connections, timeout=1)
+    emulator.org.set_faults("token", rate=0.3, kinds=["json503", "reset", "stall=1.5", "latency=0.8"])
+    emulator.org.set_faults("introspect", rate=0.2, kinds=["json503", "latency=1.5"])
+    go = tmp_path / "go"
+    procs = [host(conn, tmp_path / f"host{n // 2}", redis_url, "loop", "12", str(n), str(go), lock_expiry=0.6)
+             for n in range(6)]
+    time.sleep(12)
+    time.sleep(3)  # let calls in flight end under the faults
+    emulator.org.clear_faults()
+    go.touch()
+    results = [answer(p, timeout=150) for p in procs]
+    assert chain_alive(emulator), results
+    for result in results:
+        assert "fatal" not in result, results
+        assert "error" not in result["last"], results
+    assert sum(r["passed"] for r in results) >= 6, results
+    live = live_refresh_fingerprint(emulator)
+    assert any(r["last"]["refresh"] == live for r in results)  # the last refresh holds the live token
+    assert emulator.org.count("token", grant="refresh_token") > 6  # the faults really made them refresh
+
+
+# ---- Redis settings that would lose the newest refresh token -------------------------------------
+def test_redis_settings_that_can_lose_the_refresh_token_are_warned_about_once(
+        emulator, emulator_connections, tmp_path, redis_url, redis_server, caplog):
+    """An eviction policy that may drop keys without an expiry, and a server that keeps nothing on
+    disk, each get one warning naming the setting, read with CONFIG GET at the first write."""
+    from sf_oauth_provider.client.stores import redis as redis_store
+    from sf_oauth_provider.client.stores import safefs
+
+    client = redis_server.client()
+    client.config_set("maxmemory-policy", "allkeys-lru")  # the fixture's server has no AOF and no RDB
+    redis_store._SETTINGS_CHECKED.clear()
+    safefs._WARNED.clear()
+    caplog.set_level("WARNING")
+    provider = provider_for(conn_with(emulator_connections), tmp_path / "a", redis_url)
+    provider.get_token()
+    provider.get_token(force_refresh=True)
+    warnings = [r.getMessage() for r in caplog.records if "Redis at" in r.getMessage()]
+    assert sum("maxmemory-policy allkeys-lru" in w for w in warnings) == 1, warnings
+    assert sum("keeps no data on disk" in w for w in warnings) == 1, warnings
+    client.config_set("maxmemory-policy", "noeviction")
+    client.config_set("appendonly", "yes")
+    redis_store._SETTINGS_CHECKED.clear()
+    safefs._WARNED.clear()
+    caplog.clear()
+    provider_for(conn_with(emulator_connections), tmp_path / "b", redis_url).get_token(force_refresh=True)
+    client.config_set("appendonly", "no")
+    assert not [r for r in caplog.records if "Redis at" in r.getMessage()]
