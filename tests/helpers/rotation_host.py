@@ -2,7 +2,7 @@
 directory, sharing one Redis with the other hosts (the rotation-safety tests start several).
 
     python -m tests.helpers.rotation_host CONN_JSON CACHE_DIR REDIS_URL LOCK_EXPIRY get
-    python -m tests.helpers.rotation_host ... force
+    python -m tests.helpers.rotation_host ... force     # aget / aforce: the same through aget_token
     python -m tests.helpers.rotation_host ... loop SECONDS SEED GO_FILE
         # get / force at random until SECONDS pass; then, once GO_FILE exists, one last forced get
 
@@ -13,6 +13,7 @@ directory, sharing one Redis with the other hosts (the rotation-safety tests sta
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import random
@@ -36,12 +37,15 @@ def _provider(conn: dict[str, Any], cache_dir: str, redis_url: str, lock_expiry:
     return TokenProvider(config, cache_dir=cache_dir, shared_layers=layers, retry=retry)
 
 
-def _one(provider: Any, force: bool) -> dict[str, Any]:
+def _one(provider: Any, force: bool, asynchronous: bool = False) -> dict[str, Any]:
     from sf_oauth_provider.client.errors import SalesforceOAuthError
     from sf_oauth_provider.client.token import fingerprint
 
     try:
-        token = provider.get_token(force_refresh=force)
+        if asynchronous:
+            token = asyncio.run(provider.aget_token(force_refresh=force))
+        else:
+            token = provider.get_token(force_refresh=force)
     except SalesforceOAuthError as exc:
         return {"error": str(exc), "type": type(exc).__name__, "permanent": not exc.transient}
     return {"fingerprint": token.fingerprint,
@@ -74,7 +78,7 @@ def main(argv: list[str]) -> None:
             time.sleep(0.05)
         result["last"] = _one(provider, force=True)
     else:
-        result = _one(provider, force=command == "force")
+        result = _one(provider, force=command in ("force", "aforce"), asynchronous=command.startswith("a"))
     print(ANSWER + json.dumps(result), flush=True)
 
 

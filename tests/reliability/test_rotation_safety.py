@@ -12,6 +12,7 @@ holds the shared entries, and separate processes with separate cache directories
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -106,14 +107,22 @@ def wait_until(predicate, timeout: float = 60.0) -> None:
 
 
 # ---- 1. a refresh whose answer is lost is not resent ---------------------------------------------
+def get_token(provider: TokenProvider, mode: str, **kwargs: Any):
+    """``provider.get_token`` (``sync``) or ``aget_token`` run to completion (``async``)."""
+    if mode == "async":
+        return asyncio.run(provider.aget_token(**kwargs))
+    return provider.get_token(**kwargs)
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
 @pytest.mark.parametrize("fault", ["late=3", "drop"])
-def test_a_refresh_whose_answer_is_lost_is_never_resent(emulator, emulator_connections, tmp_path, fault):
+def test_a_refresh_whose_answer_is_lost_is_never_resent(emulator, emulator_connections, tmp_path, fault, mode):
     """Salesforce rotated the refresh token, the answer came after the deadline (or never): the
     retired token must not be sent again — the token it was rotated into stays valid."""
     emulator.org.set_faults("token", sequence=[fault])
     provider = provider_for(conn_with(emulator_connections, timeout=1), tmp_path / "cache")
     with pytest.raises(SalesforceOAuthError) as lost:
-        provider.get_token()
+        get_token(provider, mode)
     assert refresh_grants(emulator) == 1, "the refresh grant was sent again after it may have been delivered"
     assert chain_alive(emulator), "a resent retired refresh token revoked the live one"
     message = str(lost.value)
@@ -126,28 +135,30 @@ def test_a_refresh_whose_answer_is_lost_is_never_resent(emulator, emulator_conne
     assert chain_alive(emulator)
 
 
+@pytest.mark.parametrize("mode", ["sync", "async"])
 @pytest.mark.parametrize("fault", ["reset", "stall=3"])
 def test_a_refresh_that_never_reached_salesforce_is_sent_again_after_checking(
-        emulator, emulator_connections, tmp_path, fault):
+        emulator, emulator_connections, tmp_path, fault, mode):
     """The connection dropped before Salesforce did the work: the client cannot tell, so it asks
     Salesforce (introspection: the refresh token is still active) before sending it again."""
     emulator.org.set_faults("token", sequence=[fault])
     provider = provider_for(conn_with(emulator_connections, timeout=1), tmp_path / "cache")
-    token = provider.get_token()
+    token = get_token(provider, mode)
     assert refresh_grants(emulator) == 2
     assert token.refresh_token and fingerprint(token.refresh_token) == live_refresh_fingerprint(emulator)
 
 
 # ---- 2. the Redis lock outlives the fetch it guards ------------------------------------------------
+@pytest.mark.parametrize("force", ["force", "aforce"])
 def test_a_slow_refresh_keeps_the_redis_lock_so_another_host_waits(emulator, emulator_connections, tmp_path,
-                                                                   redis_url):
+                                                                   redis_url, force):
     """Host A's refresh takes 4 s with a 1.5 s lock expiry; host B asks meanwhile. B must wait for
     A's token instead of taking the expired lock and refreshing with the same refresh token."""
     conn = conn_with(emulator_connections)
     emulator.org.set_faults("token", sequence=["latency=4"])
-    a = host(conn, tmp_path / "a", redis_url, "force", lock_expiry=1.5)
+    a = host(conn, tmp_path / "a", redis_url, force, lock_expiry=1.5)
     wait_until(lambda: refresh_grants(emulator) == 1)  # A's request is in (the emulator waits 4 s)
-    b = host(conn, tmp_path / "b", redis_url, "force", lock_expiry=1.5)
+    b = host(conn, tmp_path / "b", redis_url, force, lock_expiry=1.5)
     first, second = answer(a), answer(b)
     assert "error" not in first and "error" not in second, (first, second)
     assert chain_alive(emulator)
