@@ -179,27 +179,34 @@ class TokenProvider:
     def _refresh_token_to_check(self, refresh_token: str | None) -> str:
         return refresh_token or self.config.refresh_token or ""
 
-    async def aget_token(self, force_refresh: bool = False, stale_token: str | None = None) -> SalesforceToken:
-        """Async :meth:`get_token`: no blocking I/O on the event loop."""
+    async def aget_token(self, force_refresh: bool = False, stale_token: str | None = None,
+                         client: AsyncSalesforceOAuthClient | None = None) -> SalesforceToken:
+        """Async :meth:`get_token`: no blocking I/O on the event loop.
+
+        :param client: the async client to make requests with (kept open); default: one opened
+            on the first miss and closed before returning
+        """
         if stale_token is not None:
             self._on_secret(stale_token)
         cache = await self.acache()
 
         opened: list[AsyncSalesforceOAuthClient] = []
 
-        def client() -> AsyncSalesforceOAuthClient:  # built on the first miss only, closed below
+        def http() -> AsyncSalesforceOAuthClient:  # built on the first miss only, closed below
+            if client is not None:
+                return client
             if not opened:
                 opened.append(self._async_client())
             return opened[0]
 
         async def fetch(refresh: str | None) -> SalesforceToken:
-            return await client().request_token(refresh_token=refresh)
+            return await http().request_token(refresh_token=refresh)
 
         async def verify(refresh: str | None) -> bool | None:
-            return await client().refresh_token_active(self._refresh_token_to_check(refresh))
+            return await http().refresh_token_active(self._refresh_token_to_check(refresh))
 
         async def settle(token: SalesforceToken) -> SalesforceToken:
-            return await client().settle_expiry(token)
+            return await http().settle_expiry(token)
 
         try:
             outcome = await cache.afetch_outcome(

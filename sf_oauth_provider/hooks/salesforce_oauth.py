@@ -76,6 +76,8 @@ class SalesforceOAuthHook(BaseHook):
         self.leeway = leeway
         self.retry = retry
         self._aconfig: OAuthConfig | None = None
+        #: the one async client of a :meth:`reusing_connections` block
+        self._pool: AsyncSalesforceOAuthClient | None = None
 
     # ---- configuration -----------------------------------------------------------------------
     def _config_from(self, conn: Any, extra_text: str | None) -> OAuthConfig:
@@ -150,7 +152,10 @@ class SalesforceOAuthHook(BaseHook):
         return config
 
     async def aconfig(self) -> OAuthConfig:
-        """Like :attr:`config`, read with ``aget_connection`` (safe on an event loop)."""
+        """Like :attr:`config`, read with ``aget_connection`` (safe on an event loop); the
+        :attr:`config` already read, when there is one."""
+        if self._aconfig is None and "config" in self.__dict__:
+            self._aconfig = self.__dict__["config"]
         if self._aconfig is None:
             try:
                 conn = await self.aget_connection(self.salesforce_oauth_conn_id)
@@ -218,11 +223,35 @@ class SalesforceOAuthHook(BaseHook):
         return core.oauth.SalesforceOAuthClient(self.config, retry=self.retry, on_secret=_mask)
 
     def _async_client(
-        self, config: OAuthConfig, sink: list[str], max_connections: int = 16
+        self, config: OAuthConfig, sink: list[str] | collections.deque[str], max_connections: int = 16
     ) -> AsyncSalesforceOAuthClient:
         return core.oauth.AsyncSalesforceOAuthClient(
             config, retry=self.retry, on_secret=sink.append, max_connections=max_connections
         )
+
+    @contextlib.asynccontextmanager
+    async def reusing_connections(self, max_connections: int = 4) -> AsyncIterator[None]:
+        """Within this block every async call of this hook — tokens, introspection, userinfo —
+        shares one HTTP connection pool (a trigger opens one for its whole life, not one per call).
+        Outside it, each async call opens and closes its own.
+
+        :param max_connections: size of the pool
+        """
+        if self._pool is not None:  # already inside one
+            yield
+            return
+        try:
+            config = await self.aconfig()
+        except Exception:  # noqa: BLE001 - the calls inside report it, as they would without a pool
+            yield
+            return
+        async with self._async_client(config, self._unmasked, max_connections) as client:
+            self._pool = client
+            try:
+                yield
+            finally:
+                self._pool = None
+                await self._aflush_masks()
 
     @contextlib.asynccontextmanager
     async def async_client(self, max_connections: int = 16) -> AsyncIterator[AsyncSalesforceOAuthClient]:
@@ -232,6 +261,12 @@ class SalesforceOAuthHook(BaseHook):
 
         :param max_connections: size of the connection pool
         """
+        if self._pool is not None:
+            try:
+                yield self._pool
+            finally:
+                await self._aflush_masks()
+            return
         config = await self.aconfig()
         sink: list[str] = []
         try:
@@ -262,7 +297,7 @@ class SalesforceOAuthHook(BaseHook):
         """Async :meth:`get_token` (for triggers): no blocking I/O on the event loop."""
         try:
             provider = await self._aprovider()
-            return await provider.aget_token(force_refresh, stale_token=stale_token)
+            return await provider.aget_token(force_refresh, stale_token=stale_token, client=self._pool)
         finally:
             await self._aflush_masks()
 

@@ -101,6 +101,12 @@ class SalesforceTokenTrigger(BaseTrigger):
     async def run(self) -> AsyncIterator[TriggerEvent]:
         """Check, sleep ``poke_interval``, repeat; one event on success, permanent error or ``end_at``."""
         hook = self._hook()
+        async with hook.reusing_connections():  # one HTTP pool for every check of this trigger
+            async for event in self._checks(hook):
+                yield event
+                return
+
+    async def _checks(self, hook: SalesforceOAuthHook) -> AsyncIterator[TriggerEvent]:
         last: str = "no check finished"
         while True:
             try:

@@ -158,3 +158,32 @@ async def test_config_error_is_permanent(emulator, sf_connections, set_connectio
     (event,) = await events_of(SalesforceTokenTrigger("sf_no_secret", check="introspect", poke_interval=30, **FAST))
     assert event["status"] == "error" and "password" in event["message"]
     assert emulator.org.count("introspect") == 0
+
+
+# ---- one HTTP pool for the trigger's life ------------------------------------------------------
+class PoolCounter:
+    """Counts the HTTP connection pools (``httpx.AsyncClient``) opened while it is installed."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        import httpx
+
+        self.opened = 0
+        original = httpx.AsyncClient.__init__
+
+        def counted(client: Any, *args: Any, **kwargs: Any) -> None:
+            self.opened += 1
+            original(client, *args, **kwargs)
+
+        monkeypatch.setattr(httpx.AsyncClient, "__init__", counted)
+
+
+@pytest.mark.parametrize("check", ["introspect", "userinfo"])
+async def test_a_trigger_opens_one_http_pool_for_all_its_checks(emulator, sf_connections, monkeypatch, check):
+    """The first check fetches a token (and introspects it for its expiry), every check then
+    introspects or calls userinfo: all of it on one pool, not a new pool per call."""
+    emulator.org.set_faults(check, sequence=["json503", "json503", "json503", "json503"])
+    pools = PoolCounter(monkeypatch)
+    (event,) = await events_of(SalesforceTokenTrigger(poke_interval=0.05, check=check, **FAST))
+    assert event["status"] == "success"
+    assert emulator.org.count(check) >= 5  # three checks ran (two failed on the faults)
+    assert pools.opened == 1

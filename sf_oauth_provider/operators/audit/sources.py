@@ -172,14 +172,14 @@ class Collector:
         if not jobs:
             return
         mask_secrets(job.secret for job in jobs)
-        hook, config = self.hook, self.hook.config
-        sink: list[str] = []
+        hook = self.hook
+        _ = hook.config  # read the connection here, not on the event loop
         progress = Progress(self.log, len(jobs), "introspected")
         abort: list[str] = []  # a refused client makes every further call fail the same way
         self.log.info("Introspecting %s tokens, %d at a time", f"{len(jobs):,}", self.max_concurrency)
 
         async def run() -> list[tuple[Job, str, bool] | None]:
-            async with hook._async_client(config, sink, max_connections=self.max_concurrency) as client:
+            async with hook.async_client(max_connections=self.max_concurrency) as client:
 
                 async def one(job: Job) -> tuple[Job, str, bool] | None:
                     if abort:
@@ -195,11 +195,7 @@ class Collector:
 
                 return await bounded_map(jobs, one, self.max_concurrency, progress)
 
-        try:
-            outcomes = asyncio.run(run())
-        finally:
-            mask_secrets(sink)
-            self.secrets.update(s for s in sink if s)
+        outcomes = asyncio.run(run())
         failures = [o for o in outcomes if o is not None]
         for job, message, transient in failures:
             r = job.record
