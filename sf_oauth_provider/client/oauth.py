@@ -1,4 +1,5 @@
-"""Salesforce OAuth clients on httpx: token, introspect, revoke, userinfo, query.
+"""Salesforce OAuth clients on httpx: token, introspect, revoke, userinfo (REST data access is in
+:mod:`sf_oauth_provider.data`, on these clients).
 
 Each operation is described once as a :class:`Call` (how to build the request, how to read the
 reply). :class:`SalesforceOAuthClient` and :class:`AsyncSalesforceOAuthClient` only differ in how
@@ -8,23 +9,17 @@ apply to errors :func:`retry_may_help` says may pass.
 Salesforce may be broken or hostile (DESIGN §5), so every request has a wall-clock deadline
 (``timeout`` for the request, and the retry policy's ``max_total`` for all tries together)
 enforced on each socket read and write, bodies are capped on the wire and after decoding, the
-bearer token goes only to the instance origin, and a paging loop stops at once.
+bearer token goes only to the instance origin.
 """
 
 from __future__ import annotations
 
-import contextvars
 import logging
-import socket
-import ssl
 import time
 import zlib
 from dataclasses import dataclass, field
-from functools import partial
-from typing import Any, AsyncIterator, Awaitable, Callable, Generic, Iterator, TypeVar
-from urllib.parse import urljoin
+from typing import Any, Callable, Generic, TypeVar
 
-import httpcore
 import httpx
 from tenacity import (
     AsyncRetrying,
@@ -37,16 +32,11 @@ from tenacity import (
 )
 
 from sf_oauth_provider import __version__
-from sf_oauth_provider.client.auth import check_bearer_target
 from sf_oauth_provider.client.config import OAuthConfig
 from sf_oauth_provider.client.errors import (
     SalesforceConfigError,
-    SalesforceConnectionError,
-    SalesforceHostError,
     SalesforceOAuthError,
-    SalesforceProtocolError,
     SalesforceRefreshInDoubt,
-    SalesforceSessionExpired,
     SalesforceUnavailableError,
     may_have_been_processed,
     retry_may_help,
@@ -60,6 +50,15 @@ from sf_oauth_provider.client.responses import (
     parse_token_response,
 )
 from sf_oauth_provider.client.token import IntrospectionResult, SalesforceToken, fingerprint
+from sf_oauth_provider.client.transport import (
+    AsyncDeadlineBackend,
+    Deadline,
+    DeadlineBackend,
+    DeadlineTransport,
+    tls_verify,
+    transport_error,
+    with_deadlines,
+)
 
 __all__ = [
     "RetryPolicy",
@@ -77,12 +76,6 @@ T = TypeVar("T")
 USER_AGENT = f"sf-oauth-provider/{__version__}"
 
 
-def tls_verify(ca_bundle: str | None) -> ssl.SSLContext | bool:
-    """httpx's ``verify=``: the default store, or a context that trusts the PEM ``ca_bundle``."""
-    return ssl.create_default_context(cafile=ca_bundle) if ca_bundle else True
-
-
-MAX_QUERY_PAGES = 10_000
 
 
 @dataclass(frozen=True)
@@ -181,264 +174,6 @@ class Call(Generic[T]):
 _SECRET_FORM_FIELDS = ("assertion", "client_secret", "refresh_token", "token")
 
 
-# ---- wall-clock deadline ------------------------------------------------------------------------
-# httpx's timeouts are per socket operation: a server that drips one byte every half second never
-# trips a read timeout. The deadline of the request being sent lives in a context variable (each
-# thread and each asyncio task has its own), and the network backend below shortens every connect,
-# read and write to what is left of it.
-_DEADLINE: contextvars.ContextVar[float | None] = contextvars.ContextVar("sf_oauth_deadline", default=None)
-
-
-def _left(timeout: float | None, expired: type[Exception]) -> float | None:
-    deadline = _DEADLINE.get()
-    if deadline is None:
-        return timeout
-    left = deadline - time.monotonic()
-    if left <= 0:
-        raise expired("the request's wall-clock deadline has passed")
-    return left if timeout is None else min(timeout, left)
-
-
-class _DeadlineStream(httpcore.NetworkStream):
-    def __init__(self, inner: httpcore.NetworkStream) -> None:
-        self._inner = inner
-
-    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
-        return self._inner.read(max_bytes, _left(timeout, httpcore.ReadTimeout))
-
-    def write(self, buffer: bytes, timeout: float | None = None) -> None:
-        self._inner.write(buffer, _left(timeout, httpcore.WriteTimeout))
-
-    def close(self) -> None:
-        self._inner.close()
-
-    def start_tls(self, ssl_context: Any, server_hostname: str | None = None,
-                  timeout: float | None = None) -> httpcore.NetworkStream:
-        return _DeadlineStream(
-            self._inner.start_tls(ssl_context, server_hostname, _left(timeout, httpcore.ConnectTimeout))
-        )
-
-    def get_extra_info(self, info: str) -> Any:
-        return self._inner.get_extra_info(info)
-
-
-class _DeadlineBackend(httpcore.NetworkBackend):
-    def __init__(self, inner: httpcore.NetworkBackend) -> None:
-        self._inner = inner
-
-    def connect_tcp(self, host: str, port: int, timeout: float | None = None, local_address: str | None = None,
-                    socket_options: Any = None) -> httpcore.NetworkStream:
-        return _DeadlineStream(self._inner.connect_tcp(
-            host, port, _left(timeout, httpcore.ConnectTimeout), local_address, socket_options))
-
-    def connect_unix_socket(self, path: str, timeout: float | None = None,
-                            socket_options: Any = None) -> httpcore.NetworkStream:
-        return _DeadlineStream(
-            self._inner.connect_unix_socket(path, _left(timeout, httpcore.ConnectTimeout), socket_options)
-        )
-
-    def sleep(self, seconds: float) -> None:
-        self._inner.sleep(seconds)
-
-
-class _AsyncDeadlineStream(httpcore.AsyncNetworkStream):
-    def __init__(self, inner: httpcore.AsyncNetworkStream) -> None:
-        self._inner = inner
-
-    async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
-        return await self._inner.read(max_bytes, _left(timeout, httpcore.ReadTimeout))
-
-    async def write(self, buffer: bytes, timeout: float | None = None) -> None:
-        await self._inner.write(buffer, _left(timeout, httpcore.WriteTimeout))
-
-    async def aclose(self) -> None:
-        await self._inner.aclose()
-
-    async def start_tls(self, ssl_context: Any, server_hostname: str | None = None,
-                        timeout: float | None = None) -> httpcore.AsyncNetworkStream:
-        return _AsyncDeadlineStream(
-            await self._inner.start_tls(ssl_context, server_hostname, _left(timeout, httpcore.ConnectTimeout)))
-
-    def get_extra_info(self, info: str) -> Any:
-        return self._inner.get_extra_info(info)
-
-
-class _AsyncDeadlineBackend(httpcore.AsyncNetworkBackend):
-    def __init__(self, inner: httpcore.AsyncNetworkBackend) -> None:
-        self._inner = inner
-
-    async def connect_tcp(self, host: str, port: int, timeout: float | None = None,
-                          local_address: str | None = None, socket_options: Any = None) -> httpcore.AsyncNetworkStream:
-        return _AsyncDeadlineStream(await self._inner.connect_tcp(
-            host, port, _left(timeout, httpcore.ConnectTimeout), local_address, socket_options))
-
-    async def connect_unix_socket(self, path: str, timeout: float | None = None,
-                                  socket_options: Any = None) -> httpcore.AsyncNetworkStream:
-        return _AsyncDeadlineStream(
-            await self._inner.connect_unix_socket(path, _left(timeout, httpcore.ConnectTimeout), socket_options))
-
-    async def sleep(self, seconds: float) -> None:
-        await self._inner.sleep(seconds)
-
-
-def _with_deadlines(transport: Any, wrapper: Callable[[Any], Any]) -> Any:
-    """Put the deadline backend under an httpx transport's connection pool.
-
-    httpx does not take a network backend as an argument; its pool keeps it in
-    ``_network_backend`` (httpcore 1.x). Fail loudly rather than silently lose the deadline.
-    """
-    pool = transport._pool
-    if not hasattr(pool, "_network_backend"):  # pragma: no cover - guards an httpcore upgrade
-        raise RuntimeError("this httpcore version has no pluggable network backend; the deadline cannot be enforced")
-    pool._network_backend = wrapper(pool._network_backend)
-    return transport
-
-
-class _Deadline:
-    """Sets the deadline of one request for the code (and the network backend) inside it."""
-
-    def __init__(self, deadline: float) -> None:
-        self.deadline = deadline
-
-    def __enter__(self) -> None:
-        self._token = _DEADLINE.set(self.deadline)
-
-    def __exit__(self, *exc: object) -> None:
-        _DEADLINE.reset(self._token)
-
-
-class _DeadlineBody(httpx.SyncByteStream):
-    """A response body read under its request's deadline, chunk by chunk (the deadline is set
-    around each read only, never across a ``yield`` into the caller's code)."""
-
-    def __init__(self, inner: Any, deadline: float) -> None:
-        self._inner, self._deadline = inner, deadline
-
-    def __iter__(self) -> Iterator[bytes]:
-        chunks = iter(self._inner)
-        while True:
-            with _Deadline(self._deadline):
-                chunk = next(chunks, None)
-            if chunk is None:
-                return
-            yield chunk
-
-    def close(self) -> None:
-        self._inner.close()
-
-
-class DeadlineTransport(httpx.BaseTransport):
-    """An httpx transport whose every request, body included, ends within ``seconds`` of wall-clock
-    time however slowly the server drips its answer (the hook's ``get_conn()`` uses it).
-
-    :param seconds: the wall-clock bound of one request
-    :param transport_kwargs: passed to ``httpx.HTTPTransport`` (``verify``, ``limits``, ...)
-    """
-
-    def __init__(self, seconds: float, **transport_kwargs: Any) -> None:
-        self.seconds = seconds
-        self._inner = _with_deadlines(httpx.HTTPTransport(**transport_kwargs), _DeadlineBackend)
-
-    def handle_request(self, request: httpx.Request) -> httpx.Response:
-        deadline = time.monotonic() + self.seconds
-        with _Deadline(deadline):
-            response = self._inner.handle_request(request)
-        return httpx.Response(response.status_code, headers=response.headers, extensions=response.extensions,
-                              stream=_DeadlineBody(response.stream, deadline))
-
-    def close(self) -> None:
-        self._inner.close()
-
-
-# ---- transport failures -----------------------------------------------------------------------
-#: resolver answers that mean "this name does not exist" (a typo), not "try again later"
-_NO_SUCH_NAME = {getattr(socket, name) for name in ("EAI_NONAME", "EAI_NODATA") if hasattr(socket, name)}
-
-
-#: transport failures before any byte of the request left this host
-_NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.UnsupportedProtocol)
-
-
-def _resolver_failure(exc: BaseException) -> socket.gaierror | None:
-    seen: BaseException | None = exc
-    for _ in range(8):  # httpx.ConnectError <- httpcore.ConnectError <- socket.gaierror
-        if seen is None:
-            return None
-        if isinstance(seen, socket.gaierror):
-            return seen
-        seen = seen.__cause__ or seen.__context__
-    return None
-
-
-def _transport_error(exc: httpx.HTTPError, call: Call[Any], timeout: float) -> SalesforceOAuthError:
-    """The package's error for an httpx failure. It keeps nothing of ``exc`` (whose request holds
-    the form and headers): only type names and the host."""
-    host = httpx.URL(call.url).host
-    resolver = _resolver_failure(exc)
-    if resolver is not None and resolver.errno in _NO_SUCH_NAME:
-        where = "check 'host' for a typo" if call.login_host else "the instance URL Salesforce returned"
-        return SalesforceHostError(
-            f"Salesforce {call.describe}: could not resolve {host!r} (no such host name)",
-            hint=f"{where}; the name must resolve from this worker (DNS, /etc/hosts, VPN)",
-        )
-    if resolver is not None:
-        what = f"could not resolve {host!r} for now (the resolver failed)"
-    elif isinstance(exc, httpx.TimeoutException):
-        what = f"no answer within {timeout:g} s from {host!r} ({type(exc).__name__})"
-    else:
-        what = f"connection failed to {host!r} ({type(exc).__name__})"
-    error = SalesforceConnectionError(
-        f"Salesforce {call.describe}: {what}",
-        hint="a network problem or an outage; retried automatically. Check 'host' if it persists",
-    )
-    # only a connection that was never made proves Salesforce did not see the request
-    error.request_sent = not (resolver is not None or isinstance(exc, _NOT_SENT))
-    return error
-
-
-@dataclass
-class _Pager:
-    """Where a query goes next: follows ``nextRecordsUrl`` until ``done``, and stops a server that
-    loops (a repeated locator, more records than its own ``totalSize``, too many pages).
-
-    :param conn_id: the connection, for the messages
-    """
-
-    conn_id: str
-    seen: set[str] = field(default_factory=set)
-    pages: int = 0
-    records: int = 0
-    total: int | None = None
-
-    def next_url(self, page: dict[str, Any]) -> str | None:
-        self.pages += 1
-        self.records += len(page["records"])
-        size = page.get("totalSize")
-        if self.total is None and isinstance(size, int) and not isinstance(size, bool) and size >= 0:
-            self.total = size
-        if self.total is not None and self.records > self.total:
-            raise SalesforceProtocolError(
-                f"the query returned more records ({self.records}) than its totalSize ({self.total}); stopped",
-                hint="not what Salesforce sends: check 'host' and any proxy in between", conn_id=self.conn_id,
-            )
-        if page.get("done", True) or not page.get("nextRecordsUrl"):
-            return None
-        url = str(page["nextRecordsUrl"])
-        if url in self.seen:
-            raise SalesforceProtocolError(
-                f"the query's nextRecordsUrl repeated after {self.pages} pages (a paging loop); stopped",
-                hint="not what Salesforce sends: check 'host' and any proxy in between", conn_id=self.conn_id,
-            )
-        if self.pages >= MAX_QUERY_PAGES:
-            raise SalesforceUnavailableError(
-                f"query returned more than {MAX_QUERY_PAGES} pages; stopped",
-                hint="narrow the SOQL (WHERE, LIMIT) or read it with query_iter in smaller slices",
-                conn_id=self.conn_id,
-            )
-        self.seen.add(url)
-        return url
-
-
 class _Base:
     """What both clients share: the config, the requests they make, the parsing."""
 
@@ -520,29 +255,6 @@ class _Base:
             headers={"Authorization": f"Bearer {access_token}"}, login_host=True,
         )
 
-    def query_call(self, token: SalesforceToken, soql: str | None, next_url: str | None = None) -> Call[dict[str, Any]]:
-        """The first page of ``soql``, or the page at ``next_url`` (Salesforce's ``nextRecordsUrl``).
-
-        :raises SalesforceProtocolError: the URL is on another origin than the token's instance
-            URL, or that is plain http to a non-loopback host (the token would leak)
-        """
-        if next_url:
-            # a relative locator is joined under the instance URL; an absolute one must stay on it
-            url, params = urljoin(token.instance_url + "/", next_url.lstrip("/")), None
-        else:
-            url, params = f"{token.instance_url}/services/data/v{self.config.api_version}/query", {"q": soql or ""}
-        check_bearer_target(url, token.instance_url, self.config.conn_id)
-
-        def parse(reply: Reply) -> dict[str, Any]:
-            data = parse_json_reply(reply, "query")
-            if not isinstance(data, dict) or not isinstance(data.get("records"), list):
-                raise SalesforceUnavailableError("Salesforce's query response has no 'records' list",
-                                                 status_code=reply.status_code)
-            return data
-
-        return Call("GET", url, parse, "query", params=params,
-                    headers={"Authorization": f"Bearer {token.access_token}"})
-
     def _with_expiry(self, token: SalesforceToken, info: IntrospectionResult | None) -> SalesforceToken:
         if info is None or not info.active or not info.exp:
             return token
@@ -583,10 +295,10 @@ class _Base:
             "%s %s -> HTTP %d in %.0f ms", call.method, call.describe, status, (time.monotonic() - started) * 1000
         )
 
-    def _deadline(self, overall: float | None) -> _Deadline:
+    def _deadline(self, overall: float | None) -> Deadline:
         """The deadline of one try: ``timeout`` from now, and never past the retries' ``overall``."""
         own = time.monotonic() + self.config.timeout
-        return _Deadline(own if overall is None else min(own, overall))
+        return Deadline(own if overall is None else min(own, overall))
 
     def _reply(self, call: Call[Any], response: httpx.Response, reader: BodyReader) -> Reply:
         if reader.unsupported is not None:
@@ -601,9 +313,6 @@ class _Base:
     def _named(self, exc: SalesforceOAuthError) -> SalesforceOAuthError:
         # configuration errors are written naming their connection already (OAuthConfig, keys)
         return exc if isinstance(exc, SalesforceConfigError) else exc.for_connection(self.config.conn_id)
-
-    def _pager(self) -> _Pager:
-        return _Pager(self.config.conn_id)
 
 
 def _reader_for(response: httpx.Response) -> BodyReader:
@@ -640,7 +349,7 @@ class SalesforceOAuthClient(_Base):
         super().__init__(config, retry=retry, on_secret=on_secret, clock=clock)
         self._owns_http = http is None
         self.http = http or httpx.Client(
-            transport=_with_deadlines(httpx.HTTPTransport(verify=tls_verify(self.config.ca_bundle)), _DeadlineBackend),
+            transport=with_deadlines(httpx.HTTPTransport(verify=tls_verify(self.config.ca_bundle)), DeadlineBackend),
             **self._http_kwargs(),
         )
 
@@ -676,7 +385,7 @@ class SalesforceOAuthClient(_Base):
             with self._deadline(deadline):
                 response, reader = self._exchange(call)
         except httpx.HTTPError as exc:
-            failure = _transport_error(exc, call, self.config.timeout)
+            failure = transport_error(exc, call, self.config.timeout)
         except zlib.error:
             failure = _undecodable(call)
         if failure is not None:
@@ -750,33 +459,6 @@ class SalesforceOAuthClient(_Base):
     def userinfo(self, access_token: str) -> dict[str, Any]:
         return self.call(lambda: self.userinfo_call(access_token))
 
-    def iter_query_pages(
-        self, token: SalesforceToken, soql: str, *, renew: Callable[[str], SalesforceToken] | None = None
-    ) -> Iterator[dict[str, Any]]:
-        """The pages of ``soql``, one request per page as they are consumed.
-
-        :param renew: ``renew(stale_access_token) -> new token``; called once if Salesforce
-            refuses the session mid-way, and the page is asked again with the new token
-        :raises SalesforceProtocolError: a repeated or off-origin ``nextRecordsUrl``
-        """
-        pager, next_url, renewed = self._pager(), None, False
-        while True:
-            try:
-                page = self.call(partial(self.query_call, token, soql, next_url))
-            except SalesforceSessionExpired:
-                if renew is None or renewed:
-                    raise
-                token, renewed = renew(token.access_token), True
-                continue
-            yield page
-            next_url = pager.next_url(page)
-            if next_url is None:
-                return
-
-    def query(self, token: SalesforceToken, soql: str) -> list[dict[str, Any]]:
-        return [rec for page in self.iter_query_pages(token, soql) for rec in page["records"]]
-
-
 class AsyncSalesforceOAuthClient(_Base):
     """Non-blocking client with the same operations (for triggers and large audits)."""
 
@@ -794,8 +476,8 @@ class AsyncSalesforceOAuthClient(_Base):
         self._owns_http = http is None
         limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
         self.http = http or httpx.AsyncClient(
-            transport=_with_deadlines(
-                httpx.AsyncHTTPTransport(verify=tls_verify(self.config.ca_bundle), limits=limits), _AsyncDeadlineBackend
+            transport=with_deadlines(
+                httpx.AsyncHTTPTransport(verify=tls_verify(self.config.ca_bundle), limits=limits), AsyncDeadlineBackend
             ),
             **self._http_kwargs(),
         )
@@ -830,7 +512,7 @@ class AsyncSalesforceOAuthClient(_Base):
             with self._deadline(deadline):
                 response, reader = await self._exchange(call)
         except httpx.HTTPError as exc:
-            failure = _transport_error(exc, call, self.config.timeout)
+            failure = transport_error(exc, call, self.config.timeout)
         except zlib.error:
             failure = _undecodable(call)
         if failure is not None:
@@ -890,23 +572,4 @@ class AsyncSalesforceOAuthClient(_Base):
     async def userinfo(self, access_token: str) -> dict[str, Any]:
         return await self.call(lambda: self.userinfo_call(access_token))
 
-    async def iter_query_pages(
-        self, token: SalesforceToken, soql: str, *, renew: Callable[[str], Awaitable[SalesforceToken]] | None = None
-    ) -> AsyncIterator[dict[str, Any]]:
-        """Async :meth:`SalesforceOAuthClient.iter_query_pages`."""
-        pager, next_url, renewed = self._pager(), None, False
-        while True:
-            try:
-                page = await self.call(partial(self.query_call, token, soql, next_url))
-            except SalesforceSessionExpired:
-                if renew is None or renewed:
-                    raise
-                token, renewed = await renew(token.access_token), True
-                continue
-            yield page
-            next_url = pager.next_url(page)
-            if next_url is None:
-                return
 
-    async def query(self, token: SalesforceToken, soql: str) -> list[dict[str, Any]]:
-        return [rec async for page in self.iter_query_pages(token, soql) for rec in page["records"]]

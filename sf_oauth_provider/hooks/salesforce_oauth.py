@@ -405,8 +405,10 @@ class SalesforceOAuthHook(BaseHook):
 
         :param soql: the SOQL statement
         """
-        pages = self.client.iter_query_pages(
-            self.get_token(), soql, renew=lambda stale: self.get_token(stale_token=stale)
+        from sf_oauth_provider.data import rest  # execute-time only: DAG parsing never needs it
+
+        pages = rest.iter_query_pages(
+            self.client, self.get_token(), soql, renew=lambda stale: self.get_token(stale_token=stale)
         )
         for page in pages:
             yield from page["records"]

@@ -16,6 +16,7 @@ def test_client_modules_import_without_airflow():
         "import sf_oauth_provider.client.config, sf_oauth_provider.client.errors, sf_oauth_provider.client.masking\n"
         "import sf_oauth_provider.client.oauth, sf_oauth_provider.client.responses, sf_oauth_provider.client.token\n"
         "import sf_oauth_provider.client.provider, sf_oauth_provider.client.singleflight, sf_oauth_provider.client.stores\n"
+        "import sf_oauth_provider.client.transport, sf_oauth_provider.data.rest\n"
         "from sf_oauth_provider.client import OAuthConfig, TokenProvider\n"
         "print(sorted(m for m in sys.modules if m == 'airflow' or m.startswith('airflow.')))\n"
     )

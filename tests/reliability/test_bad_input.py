@@ -14,9 +14,10 @@ import pytest
 from sf_oauth_provider.client import errors as E
 from sf_oauth_provider.client.config import OAuthConfig
 from sf_oauth_provider.client.oauth import RetryPolicy, SalesforceOAuthClient
+from sf_oauth_provider.data import rest
 from sf_oauth_provider.hooks.salesforce_oauth import SalesforceOAuthHook
-from tests.keys import ec_pem, pem, rsa_key
 from tests.airflow_compat import airflow_drops_connections_with_a_broken_extra
+from tests.keys import ec_pem, pem, rsa_key
 
 
 def _public_pem() -> str:
@@ -162,7 +163,7 @@ def test_malformed_reply(endpoint, status, headers, body, cls, word):
         "introspect": lambda: client.introspect("00Dxx!AQfake"),
         "userinfo": lambda: client.userinfo("00Dxx!AQfake"),
         "revoke": lambda: client.revoke("00Dxx!AQfake"),
-        "query": lambda: client.query(token, "SELECT Id FROM Account"),
+        "query": lambda: rest.query(client, token, "SELECT Id FROM Account"),
     }
     with pytest.raises(E.SalesforceOAuthError) as info:
         calls[endpoint]()

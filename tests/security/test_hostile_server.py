@@ -30,6 +30,7 @@ from sf_oauth_provider.client import errors as E
 from sf_oauth_provider.client.config import OAuthConfig
 from sf_oauth_provider.client.oauth import AsyncSalesforceOAuthClient, RetryPolicy, SalesforceOAuthClient
 from sf_oauth_provider.client.token import SalesforceToken
+from sf_oauth_provider.data import rest
 from tests.keys import pem, rsa_key
 from tests.security.hostile_server import HostileServer, head, reply
 
@@ -228,7 +229,7 @@ def test_an_off_origin_next_records_url_never_gets_the_token():
         with HostileServer(reply(200, _page(evil.url + "/steal"))) as instance:
             client = SalesforceOAuthClient(cc_config(instance.url), retry=RETRY)
             with pytest.raises(E.SalesforceOAuthError) as info:
-                client.query(token_at(instance.url), "SELECT Id FROM Account")
+                rest.query(client, token_at(instance.url), "SELECT Id FROM Account")
             assert len(instance.requests) == 1
         assert evil.requests == []  # not even a request without the header
     assert is_permanent(info.value)
@@ -241,7 +242,7 @@ def test_a_repeated_next_records_url_stops_at_once():
     with HostileServer(reply(200, _page(locator))) as srv:
         client = SalesforceOAuthClient(cc_config(srv.url), retry=RETRY)
         with pytest.raises(E.SalesforceOAuthError) as info:
-            client.query(token_at(srv.url), "SELECT Id FROM Account")
+            rest.query(client, token_at(srv.url), "SELECT Id FROM Account")
         assert len(srv.requests) == 2  # the first page, and the locator once
     assert is_permanent(info.value) and "repeated" in str(info.value)
 
@@ -284,9 +285,8 @@ def test_connection_error_chain_holds_no_request_or_secret():
 # ---- the sensor fails at its first check, naming the connection and the host once ----------------
 @pytest.mark.parametrize("deferrable", [False, True], ids=["poke", "deferrable"])
 def test_sensor_fails_at_first_check_on_a_wrong_host(deferrable, set_connection, cache_dir):
-    from tests.airflow_compat import AirflowFailException
-
     from sf_oauth_provider.sensors.token import SalesforceTokenSensor
+    from tests.airflow_compat import AirflowFailException
 
     with HostileServer(reply(404, b"<html>Not Found</html>", {"Content-Type": "text/html"})) as srv:
         set_connection("sf_typo", {"conn_type": "salesforce_oauth", "host": srv.url, "login": "3MVG9hostile",
