@@ -106,6 +106,46 @@ def test_nightly_batch_report(run, emulator: RunningEmulator, tmp_path: Path) ->
     _assert_no_secrets(result.output + json.dumps(result.xcoms), emulator, tmp_path / "cache")
 
 
+def test_dags_test_at_debug_prints_no_secret(
+    run, emulator: RunningEmulator, emulator_connections: dict[str, dict[str, Any]]
+) -> None:
+    """Everything ``airflow dags test`` prints at DEBUG — no line left out — is free of the
+    connection's consumer secret, its private key and every token the run got.
+
+    Airflow 3.0.x's in-process supervisor (the one ``dags test`` uses) logs each request a task
+    sends it, and a ``mask_secret`` call is such a request: ``Sending request
+    msg=MaskSecret(value='<the secret>')``. The provider registers its secrets so that nothing
+    reaches that line.
+    """
+    result = run("nightly_batch_report")
+    text = result.output
+    assert "connect_tcp" in text and "Sending request" in text  # DEBUG lines of httpcore and the supervisor
+    conn = emulator_connections["salesforce_oauth_default"]
+    pem = Path(conn["extra"]["jwt_key_file"]).read_text(encoding="utf-8")
+    secrets = {
+        "consumer secret": [conn["password"]],
+        # every body line of the key (the masker leaves alone fragments under 16 characters)
+        "private key PEM line": [ln for ln in pem.splitlines() if len(ln) >= 16 and not ln.startswith("-----")],
+        "access or refresh token": emulator.org.issued_tokens(),
+        "refresh token (connection)": [emulator_connections["salesforce_oauth_refresh"]["extra"]["refresh_token"]],
+    }
+    assert emulator.org.count("token") == 1 and len(secrets["private key PEM line"]) > 20
+    every = [s for values in secrets.values() for s in values if s]
+
+    def shown(line: str) -> str:
+        for s in every:
+            line = line.replace(s, "<SECRET>")
+        return line[:200]
+
+    lines = text.splitlines()
+    leaked = [
+        f"{kind} {fingerprint(s)} on output line {n}: {shown(line)}"
+        for kind, values in secrets.items() for s in values if s
+        for n, line in enumerate(lines, 1) if s in line
+    ]
+    assert not leaked, "secrets in the output of airflow dags test:\n" + "\n".join(leaked[:20])
+
+
 def test_nightly_batch_report_for_a_past_logical_date(run, emulator: RunningEmulator, tmp_path: Path) -> None:
     """``airflow dags test nightly_batch_report <date>`` (a zero-width interval) reports the day
     before that date — not yesterday by the wall clock — and names the files by it."""
