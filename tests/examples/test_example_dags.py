@@ -112,10 +112,10 @@ def test_dags_test_at_debug_prints_no_secret(
     """Everything ``airflow dags test`` prints at DEBUG — no line left out — is free of the
     connection's consumer secret, its private key and every token the run got.
 
-    Airflow 3.0.x's in-process supervisor (the one ``dags test`` uses) logs each request a task
-    sends it, and a ``mask_secret`` call is such a request: ``Sending request
-    msg=MaskSecret(value='<the secret>')``. The provider registers its secrets so that nothing
-    reaches that line.
+    The in-process supervisor ``dags test`` uses (Airflow 3.0–3.3) logs each request a task sends
+    it, and a ``mask_secret`` call is such a request: ``Sending request
+    msg=MaskSecret(value='<the secret>')`` — for the provider's own calls and for Airflow's masking
+    of the connection it reads. ``sf_oauth_provider._compat`` sends neither there.
     """
     result = run("nightly_batch_report")
     text = result.output
