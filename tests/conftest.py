@@ -15,6 +15,8 @@ from typing import Any, Callable, Iterator
 
 import pytest
 
+from tests.helpers.other_users import OtherUserPython, for_this_checkout
+
 if "SF_OAUTH_TEST_AIRFLOW_HOME" not in os.environ:
     os.environ["SF_OAUTH_TEST_AIRFLOW_HOME"] = tempfile.mkdtemp(prefix="sf-oauth-airflow-home-")
 os.environ["AIRFLOW_HOME"] = os.environ["SF_OAUTH_TEST_AIRFLOW_HOME"]
@@ -47,6 +49,13 @@ def sf_connections(emulator_connections, set_connection, cache_dir) -> dict[str,
     for conn_id, conn in emulator_connections.items():
         set_connection(conn_id, conn)
     return emulator_connections
+
+
+@pytest.fixture(scope="session")
+def other_user_python() -> OtherUserPython:
+    """A Python that other Unix users can run, with this checkout's package (see
+    tests/helpers/other_users.py): ``other_user_python.run((uid, gid), ["-c", code])``."""
+    return for_this_checkout()
 
 
 @pytest.fixture(autouse=True)

@@ -60,18 +60,8 @@ def _secrets(emulator: RunningEmulator) -> list[str]:
     ]
 
 
-def _without_test_supervisor_echo(text: str) -> str:
-    """Drop the lines where ``airflow dags test``'s in-process supervisor logs, at DEBUG, each
-    ``MaskSecret`` request it receives — *with the secret in it* (Airflow 3.3.2, supervisor.py,
-    ``InProcessSupervisorComms.send``). That is Airflow echoing our request to mask a value, not
-    something this package logs; a real worker's supervisor logs "(body omitted)" instead, and the
-    real-stack test in tests/e2e scans real task logs without any exception."""
-    return "\n".join(ln for ln in text.splitlines() if not ("Sending request" in ln and "MaskSecret(" in ln))
-
-
 def _assert_no_secrets(text: str, emulator: RunningEmulator, cache_dir: Path | None = None) -> None:
     assert "connect_tcp" in text  # httpcore's DEBUG lines are in the scanned output
-    text = _without_test_supervisor_echo(text)
     cache = b"".join(p.read_bytes() for p in cache_dir.rglob("*") if p.is_file()) if cache_dir else b""
     leaked = [fingerprint(s) for s in _secrets(emulator) if s and (s in text or s.encode() in cache)]
     assert not leaked, f"secrets found (by fingerprint): {leaked}"
