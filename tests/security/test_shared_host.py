@@ -89,7 +89,6 @@ import json, logging, sys, time
 logging.basicConfig(level=logging.WARNING, format="%(message)s", stream=sys.stderr)
 from sf_oauth_provider.client.cache import TokenCache
 from sf_oauth_provider.client.token import SalesforceToken
-from tests.helpers.other_users import OtherUserPython
 args = json.loads(sys.argv[1])
 cache = TokenCache("file", cache_dir=args["dir"], fernet_key=args.get("fernet"))
 found = cache.get(args["key"])
