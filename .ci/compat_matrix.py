@@ -98,29 +98,6 @@ def interpreter_for(row: Row) -> tuple[str, str, str]:
     return fallback, f"{version} (default)", f"CPython {row.python} not found under pyenv: ran on the default Python {version}"
 
 
-def let_other_users_run(python: str) -> str:
-    """Make sure a process of another Unix user can run ``python`` (its binary and its libpython).
-
-    The suite's permission tests run real processes as uid 1000 and ``nobody`` with the row's
-    interpreter. pyenv puts interpreters under ``$HOME/.pyenv``, and ``/root`` is usually 0700, so
-    those processes cannot load ``libpython`` and the tests fail for a reason that has nothing to do
-    with the package. Every folder on the way gets the search bit (``o+x``: traverse, not list) —
-    only when this runs as root and only where it is missing; the note says which folders.
-
-    :returns: a note naming the folders changed, or ``""``
-    """
-    if os.geteuid() != 0:
-        return ""
-    changed = []
-    real = Path(os.path.realpath(python))
-    for folder in reversed(real.parents):
-        mode = folder.stat().st_mode
-        if not mode & 0o001:
-            folder.chmod(mode | 0o001)
-            changed.append(str(folder))
-    return f"gave other users search permission on {', '.join(changed)}" if changed else ""
-
-
 def clean_env() -> dict[str, str]:
     """The caller's environment minus anything that would leak one row's Airflow into another."""
     env = {k: v for k, v in os.environ.items()
@@ -132,9 +109,6 @@ def clean_env() -> dict[str, str]:
 def run_row(row: Row, uv: str, pytest_args: list[str]) -> Result:
     result = Result(row)
     python, result.python, result.note = interpreter_for(row)
-    access = let_other_users_run(python)
-    if access:
-        result.note = "; ".join(n for n in (result.note, access) if n)
     venv = VENVS / row.name
     log_dir = VENVS / "logs"
     log_dir.mkdir(parents=True, exist_ok=True)

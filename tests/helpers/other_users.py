@@ -41,9 +41,13 @@ import importlib, importlib.metadata as md, json, sys, sysconfig
 for name in sys.argv[1:]:
     importlib.import_module(name)
 files = sorted({m.__file__ for m in list(sys.modules.values()) if getattr(m, "__file__", None)})
+top_level_dists = {}  # from each RECORD: packages_distributions() of 3.10 reads only top_level.txt
+for dist in md.distributions():
+    for entry in dist.files or ():
+        top_level_dists.setdefault(entry.parts[0].split(".")[0], set()).add(dist.metadata["Name"])
 print(json.dumps({
     "files": files,
-    "top_level_dists": md.packages_distributions(),
+    "top_level_dists": {top: sorted(names) for top, names in top_level_dists.items()},
     "site": sorted({sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]}),
 }))
 """
