@@ -70,6 +70,7 @@ def sh(user: tuple[int, int], script: str) -> None:
 PLANT = r"""
 import json, os, sys, time
 from cryptography.fernet import Fernet
+os.umask(0o022)  # the attacker's files are readable by the victim, whatever umask the test runs with
 directory, key = sys.argv[1:3]
 secret = Fernet.generate_key()
 with open(os.path.join(directory, ".cache.key"), "wb") as f:
