@@ -158,7 +158,9 @@ class _LocalMaskComms:
 
     @staticmethod
     def _mask_here(msg: Any) -> bool:
-        if type(msg).__name__ != "MaskSecret":
+        from airflow.sdk.execution_time.comms import MaskSecret
+
+        if not isinstance(msg, MaskSecret):
             return False
         secrets_masker().add_mask(msg.value, msg.name)
         return True
