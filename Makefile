@@ -25,8 +25,12 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check sf_oauth_provider
 	$(VENV)/bin/mypy sf_oauth_provider
 
+# PYTEST_ARGS: more pytest arguments for `make test` and every `make test-compat` row, e.g. the
+# slowest tests' times as CI prints them: make test PYTEST_ARGS=--durations=15
+PYTEST_ARGS ?=
+
 test: $(STAMP) system-packages
-	$(PY) -m pytest -q -p no:cacheprovider tests
+	$(PY) -m pytest -q -p no:cacheprovider tests $(PYTEST_ARGS)
 
 demo: $(STAMP)
 	$(PY) -m sf_oauth_provider.demo
@@ -36,7 +40,7 @@ demo: $(STAMP)
 # at the end; fails if any row fails. COMPAT_ROWS="3.1.8 3.2.2" runs only those rows.
 COMPAT_ROWS ?=
 test-compat: $(STAMP) system-packages
-	$(PY) .ci/compat_matrix.py --uv $(VENV)/bin/uv $(if $(COMPAT_ROWS),--only $(COMPAT_ROWS))
+	$(PY) .ci/compat_matrix.py --uv $(VENV)/bin/uv $(if $(COMPAT_ROWS),--only $(COMPAT_ROWS)) $(if $(PYTEST_ARGS),-- $(PYTEST_ARGS))
 
 # sdist and wheel into $(DIST_DIR) (the wheel is built from the sdist, so the sdist is proven
 # complete): `pip install dist/sf_oauth_provider-*.whl` until the package is on PyPI

@@ -95,30 +95,8 @@ def interpreter_for(row: Row) -> tuple[str, str, str]:
     fallback = shutil.which("python3") or sys.executable
     version = subprocess.run([fallback, "-c", "import platform; print(platform.python_version())"],
                              capture_output=True, text=True, check=True).stdout.strip()
-    return fallback, f"{version} (default)", f"CPython {row.python} not found under pyenv: ran on the default Python {version}"
-
-
-def let_other_users_run(python: str) -> str:
-    """Make sure a process of another Unix user can run ``python`` (its binary and its libpython).
-
-    The suite's permission tests run real processes as uid 1000 and ``nobody`` with the row's
-    interpreter. pyenv puts interpreters under ``$HOME/.pyenv``, and ``/root`` is usually 0700, so
-    those processes cannot load ``libpython`` and the tests fail for a reason that has nothing to do
-    with the package. Every folder on the way gets the search bit (``o+x``: traverse, not list) —
-    only when this runs as root and only where it is missing; the note says which folders.
-
-    :returns: a note naming the folders changed, or ``""``
-    """
-    if os.geteuid() != 0:
-        return ""
-    changed = []
-    real = Path(os.path.realpath(python))
-    for folder in reversed(real.parents):
-        mode = folder.stat().st_mode
-        if not mode & 0o001:
-            folder.chmod(mode | 0o001)
-            changed.append(str(folder))
-    return f"gave other users search permission on {', '.join(changed)}" if changed else ""
+    return (fallback, f"{version} (default)",
+            f"CPython {row.python} not found under pyenv: ran on the default Python {version}")
 
 
 def clean_env() -> dict[str, str]:
@@ -132,9 +110,6 @@ def clean_env() -> dict[str, str]:
 def run_row(row: Row, uv: str, pytest_args: list[str]) -> Result:
     result = Result(row)
     python, result.python, result.note = interpreter_for(row)
-    access = let_other_users_run(python)
-    if access:
-        result.note = "; ".join(n for n in (result.note, access) if n)
     venv = VENVS / row.name
     log_dir = VENVS / "logs"
     log_dir.mkdir(parents=True, exist_ok=True)
@@ -158,7 +133,7 @@ def run_row(row: Row, uv: str, pytest_args: list[str]) -> Result:
             print(result.failures[-1], flush=True)
             return result
     result.install_s = time.monotonic() - started
-    print(f"installed in {result.install_s:.0f} s", flush=True)
+    print(f"installed in {_took(result.install_s)}", flush=True)
 
     junit = log_dir / f"{row.name}.xml"
     junit.unlink(missing_ok=True)
@@ -191,19 +166,25 @@ def run_row(row: Row, uv: str, pytest_args: list[str]) -> Result:
             else:
                 result.passed += 1
     print(f"--- {row.name}: {result.passed} passed, {result.failed} failed, {result.errors} errors, "
-          f"{result.skipped} skipped in {result.suite_s:.0f} s (exit {result.returncode})", flush=True)
+          f"{result.skipped} skipped (exit {result.returncode}); install {_took(result.install_s)} + suite "
+          f"{_took(result.suite_s)} = {_took(result.install_s + result.suite_s)}", flush=True)
     return result
 
 
+def _took(seconds: float) -> str:
+    return f"{int(seconds) // 60}m{int(seconds) % 60:02d}s"
+
+
 def summary(results: list[Result]) -> str:
-    head = ("row", "Airflow", "Python", "install", "suite", "passed", "failed", "errors", "skipped", "result")
+    head = ("row", "Airflow", "Python", "install", "suite", "row time", "passed", "failed", "errors", "skipped",
+            "result")
     rows = [head] + [
-        (r.row.name, r.row.airflow, r.python, f"{r.install_s:.0f} s", f"{r.suite_s:.0f} s",
+        (r.row.name, r.row.airflow, r.python, _took(r.install_s), _took(r.suite_s), _took(r.install_s + r.suite_s),
          str(r.passed), str(r.failed), str(r.errors), str(r.skipped), "ok" if r.ok else "FAILED")
         for r in results
     ]
     widths = [max(len(row[i]) for row in rows) for i in range(len(head))]
-    lines = ["| " + " | ".join(c.ljust(w) for c, w in zip(row, widths)) + " |" for row in rows]
+    lines = ["| " + " | ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) + " |" for row in rows]
     lines.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")
     notes = [f"{r.row.name}: {r.note}" for r in results if r.note]
     notes += [f"{r.row.name} failed: {f}" for r in results for f in r.failures[:20]]
@@ -219,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = [r for r in ROWS if not args.only or r.airflow in args.only]
     started = time.monotonic()
     results = [run_row(row, args.uv, args.pytest_args) for row in rows]
-    print(f"\n=== make test-compat: {len(results)} rows in {(time.monotonic() - started) / 60:.1f} min")
+    print(f"\n=== make test-compat: {len(results)} rows in {_took(time.monotonic() - started)}")
     print(summary(results), flush=True)
     return 0 if results and all(r.ok for r in results) else 1
 

@@ -13,7 +13,7 @@ and 3.3.2; see the README's "Supported versions")::
     AirflowFailException,     core       core       sdk        sdk        airflow.exceptions
       AirflowSkipException, TaskDeferred, AirflowSensorTimeout (same as AirflowFailException)
     AirflowException          core       sdk        sdk        sdk        airflow.exceptions
-    mask_secret               sdk.log    sdk.log    sdk.log    sdk.log
+    mask_secret               sdk.log    sdk.log    sdk.log    sdk.log    this process's masker under ``dags test``
     amask_secret              missing    missing    missing    sdk.log    mask_secret in a worker thread
 
 The task runner of each release catches the exception classes that release defines, so the
@@ -24,10 +24,12 @@ raises :class:`AirflowVersionError` naming the release it needs, when used, neve
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+import sys
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any, Iterator
 
 import airflow
-from airflow.sdk.log import mask_secret
+from airflow.sdk.log import mask_secret as _mask_secret
 
 try:  # 3.1+
     from airflow.sdk import BaseHook as _SdkBaseHook
@@ -144,48 +146,126 @@ def _not_found_explained(conn_id: str, exc: Exception) -> Exception:
     )
 
 
-if _HAS_AGET_CONNECTION and not _DROPS_BROKEN_EXTRA:  # 3.2+
-    BaseHook = _SdkBaseHook
-else:  # 3.0, 3.1
+def _under_in_process_supervisor() -> bool:
+    """Whether this task runs under ``airflow dags test`` / ``dag.test()``: its supervisor is an
+    ``InProcessSupervisorComms`` in this very process (every release 3.0–3.3)."""
+    task_runner = sys.modules.get("airflow.sdk.execution_time.task_runner")
+    supervisor = sys.modules.get("airflow.sdk.execution_time.supervisor")
+    in_process = getattr(supervisor, "InProcessSupervisorComms", None)
+    return in_process is not None and isinstance(getattr(task_runner, "SUPERVISOR_COMMS", None), in_process)
 
-    class BaseHook(_SdkBaseHook):  # type: ignore[no-redef]
-        """``BaseHook`` of 3.0/3.1 plus what 3.2+ offer: ``aget_connection`` (3.0 has none) and a
-        "not defined" that says it may be a broken extra."""
 
-        @classmethod
-        def get_connection(cls, conn_id: str) -> Connection:
-            """``get_connection``, saying what else "not defined" can mean on this release.
+class _LocalMaskComms:
+    """In front of ``dags test``'s in-process supervisor channel while a connection is read.
 
-            :param conn_id: the connection id
-            """
-            from airflow.exceptions import AirflowNotFoundException
+    Airflow masks the connection's password and extra as it reads them, with a ``MaskSecret``
+    request that the in-process supervisor logs with the secret in it (see :func:`mask_secret`).
+    Here such a request goes straight to this process's masker — which is all that supervisor
+    does with it — and every other request (``GetConnection`` …) goes on unchanged.
+    """
 
-            try:
+    def __init__(self, comms: Any) -> None:
+        self._comms = comms
+
+    @staticmethod
+    def _mask_here(msg: Any) -> bool:
+        from airflow.sdk.execution_time.comms import MaskSecret
+
+        if not isinstance(msg, MaskSecret):
+            return False
+        secrets_masker().add_mask(msg.value, msg.name)
+        return True
+
+    def send(self, msg: Any) -> Any:
+        return None if self._mask_here(msg) else self._comms.send(msg)
+
+    async def asend(self, msg: Any) -> Any:
+        return None if self._mask_here(msg) else await self._comms.asend(msg)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._comms, name)
+
+
+@contextmanager
+def _connection_masked_quietly() -> Iterator[None]:
+    """Under ``airflow dags test``, route Airflow's own masking of a connection being read to this
+    process's masker instead of the supervisor's DEBUG log; elsewhere, change nothing."""
+    if not _under_in_process_supervisor():
+        yield
+        return
+    task_runner: Any = sys.modules["airflow.sdk.execution_time.task_runner"]
+    real = task_runner.SUPERVISOR_COMMS
+    quiet = _LocalMaskComms(real)
+    task_runner.SUPERVISOR_COMMS = quiet  # what Airflow's own set_supervisor_comms does
+    try:
+        yield
+    finally:
+        if task_runner.SUPERVISOR_COMMS is quiet:
+            task_runner.SUPERVISOR_COMMS = real
+
+
+class BaseHook(_SdkBaseHook):
+    """Airflow's ``BaseHook`` (the SDK's from 3.1) whose connection reads keep secrets out of
+    ``airflow dags test``'s DEBUG output (every release), plus what 3.2+ offer on older releases:
+    ``aget_connection`` (3.0 has none) and a "not defined" that says it may be a broken extra."""
+
+    @classmethod
+    def get_connection(cls, conn_id: str) -> Connection:
+        """Airflow's ``get_connection``; on 3.0/3.1 "not defined" says what else it can mean.
+
+        :param conn_id: the connection id
+        """
+        from airflow.exceptions import AirflowNotFoundException
+
+        try:
+            with _connection_masked_quietly():
                 return super().get_connection(conn_id)
-            except AirflowNotFoundException as exc:
-                raise _not_found_explained(conn_id, exc) from exc
+        except AirflowNotFoundException as exc:
+            if not _DROPS_BROKEN_EXTRA:
+                raise
+            raise _not_found_explained(conn_id, exc) from exc
 
-        @classmethod
-        async def aget_connection(cls, conn_id: str) -> Connection:
-            """Get a connection from code on an event loop.
+    @classmethod
+    async def aget_connection(cls, conn_id: str) -> Connection:
+        """Get a connection from code on an event loop.
 
-            3.1's own ``aget_connection`` is used where it exists. 3.0's ``get_connection`` asks
-            the triggerer's supervisor through ``async_to_sync``, which refuses to run on the event
-            loop's own thread; asgiref's ``sync_to_async`` runs it in a worker thread and bridges
-            the request back onto this loop.
+        The release's own ``aget_connection`` is used where it exists (3.1+). 3.0's
+        ``get_connection`` asks the triggerer's supervisor through ``async_to_sync``, which refuses
+        to run on the event loop's own thread; asgiref's ``sync_to_async`` runs it in a worker
+        thread and bridges the request back onto this loop.
 
-            :param conn_id: the connection id
-            """
-            from airflow.exceptions import AirflowNotFoundException
+        :param conn_id: the connection id
+        """
+        from airflow.exceptions import AirflowNotFoundException
 
-            if not _HAS_AGET_CONNECTION:
-                from asgiref.sync import sync_to_async
+        if not _HAS_AGET_CONNECTION:
+            from asgiref.sync import sync_to_async
 
-                return await sync_to_async(cls.get_connection)(conn_id)
-            try:
+            return await sync_to_async(cls.get_connection)(conn_id)
+        try:
+            with _connection_masked_quietly():
                 return await super().aget_connection(conn_id)
-            except AirflowNotFoundException as exc:
-                raise _not_found_explained(conn_id, exc) from exc
+        except AirflowNotFoundException as exc:
+            if not _DROPS_BROKEN_EXTRA:
+                raise
+            raise _not_found_explained(conn_id, exc) from exc
+
+
+def mask_secret(secret: Any, name: str | None = None) -> None:
+    """Airflow's ``mask_secret``, except under ``airflow dags test``.
+
+    There the supervisor runs in this process and logs every request at DEBUG with its body,
+    ``Sending request msg=MaskSecret(value='<the secret>')`` (``InProcessSupervisorComms.send``;
+    a real supervisor writes "body omitted"). All that request would do is add the value to this
+    process's masker — so the value goes there directly and the request is not sent.
+
+    :param secret: the value (or a dict/list of values) to mask
+    :param name: only mask if this key name is a sensitive one
+    """
+    if _under_in_process_supervisor():
+        secrets_masker().add_mask(secret, name)
+        return
+    _mask_secret(secret, name)
 
 
 async def amask_secret(secret: Any, name: str | None = None) -> None:
@@ -200,6 +280,9 @@ async def amask_secret(secret: Any, name: str | None = None) -> None:
     :param secret: the value (or a dict/list of values) to mask
     :param name: only mask if this key name is a sensitive one (as ``mask_secret``)
     """
+    if _under_in_process_supervisor():  # `airflow dags test`: see mask_secret
+        secrets_masker().add_mask(secret, name)
+        return
     if _amask_secret is not None:
         await _amask_secret(secret, name)
         return

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -15,12 +16,21 @@ from typing import Any, Callable, Iterator
 
 import pytest
 
+from tests.helpers.other_users import OtherUserPython, staged_for_session
+
 if "SF_OAUTH_TEST_AIRFLOW_HOME" not in os.environ:
     os.environ["SF_OAUTH_TEST_AIRFLOW_HOME"] = tempfile.mkdtemp(prefix="sf-oauth-airflow-home-")
 os.environ["AIRFLOW_HOME"] = os.environ["SF_OAUTH_TEST_AIRFLOW_HOME"]
 os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
 
 pytest_plugins = ["tests.emulator_fixtures", "tests.redis_fixtures"]
+
+#: what code run as another Unix user imports (what these import in turn is staged too)
+OTHER_USER_IMPORTS = [
+    "sf_oauth_provider.client.assertion", "sf_oauth_provider.client.cache", "sf_oauth_provider.client.config",
+    "sf_oauth_provider.client.oauth", "sf_oauth_provider.client.provider",
+    "cryptography.fernet", "httpx", "jwt", "tenacity",  # some imported only when first used
+]
 
 
 @pytest.fixture
@@ -47,6 +57,18 @@ def sf_connections(emulator_connections, set_connection, cache_dir) -> dict[str,
     for conn_id, conn in emulator_connections.items():
         set_connection(conn_id, conn)
     return emulator_connections
+
+
+@pytest.fixture(scope="session")
+def other_user_python() -> Iterator[OtherUserPython]:
+    """A Python that other Unix users can run — this interpreter, with the framework-free client of
+    this checkout — staged in a world-readable folder under /tmp for the session (see
+    tests/helpers/other_users.py): ``other_user_python.run((uid, gid), ["-c", code])``."""
+    python, folder = staged_for_session(OTHER_USER_IMPORTS)
+    try:
+        yield python
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.fixture(autouse=True)

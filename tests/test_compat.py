@@ -123,6 +123,13 @@ def test_mask_secret_masks_in_this_process():
     assert redact(f"token={value}!") == "token=***!"
 
 
+def test_the_masker_secrets_masker_gives_is_the_one_airflow_redacts_with():
+    # under `airflow dags test`, mask_secret adds to it directly (no MaskSecret request)
+    value = "sf-compat-direct-" + secrets.token_hex(12)
+    _compat.secrets_masker().add_mask(value)
+    assert redact(f"token={value}!") == "token=***!"
+
+
 async def test_amask_secret_masks_before_it_returns():
     value = "sf-compat-async-" + secrets.token_hex(12)
     await _compat.amask_secret(value)

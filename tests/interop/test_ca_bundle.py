@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -14,8 +12,7 @@ from sf_oauth_provider.client import OAuthConfig
 from sf_oauth_provider.client.errors import SalesforceConfigError
 from sf_oauth_provider.client.oauth import SalesforceOAuthClient
 from sf_oauth_provider.emulator import RunningEmulator
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.helpers.other_users import OtherUserPython
 
 
 def _fields(emu: RunningEmulator, ca_bundle: str) -> dict:
@@ -40,7 +37,9 @@ def test_missing_ca_bundle_is_a_config_error_naming_the_field(tls_emulator: Runn
     assert "sf_tls" in str(info.value) and "ca_bundle" in str(info.value)
 
 
-def test_ca_bundle_unreadable_for_the_worker_user(tls_emulator: RunningEmulator, tmp_path: Path) -> None:
+def test_ca_bundle_unreadable_for_the_worker_user(
+    tls_emulator: RunningEmulator, tmp_path: Path, other_user_python: OtherUserPython
+) -> None:
     # root's 0600 CA file, read by a worker running as another real user
     secret_ca = Path("/tmp") / f"sf-emu-ca-{os.getpid()}.pem"
     secret_ca.write_text(Path(tls_emulator.ca_bundle).read_text())
@@ -55,10 +54,9 @@ def test_ca_bundle_unreadable_for_the_worker_user(tls_emulator: RunningEmulator,
             "except SalesforceConfigError as e:\n"
             "    print(e.field)\n"
         )
-        out = subprocess.run(
-            ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-c", code,
-             json.dumps(_fields(tls_emulator, str(secret_ca)))],
-            capture_output=True, text=True, timeout=60, cwd="/", env={"PYTHONPATH": str(ROOT), "HOME": "/tmp"},
+        out = other_user_python.run(
+            (65534, 65534), ["-c", code, json.dumps(_fields(tls_emulator, str(secret_ca)))],
+            timeout=60, env={"HOME": "/tmp"},
         )
         assert out.stdout.strip() == "extra.ca_bundle", out.stderr
     finally:

@@ -19,20 +19,19 @@ import pwd
 import shutil
 import stat
 import subprocess
-import sys
 import tempfile
 import time
 import uuid
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import pytest
 from cryptography.fernet import Fernet
 
 from sf_oauth_provider.client.cache import TokenCache
 from sf_oauth_provider.client.token import SalesforceToken
+from tests.helpers.other_users import OtherUserPython
 
-ROOT = Path(__file__).resolve().parents[2]
 LOGGER = "sf_oauth_provider.client.cache"
 ATTACKER = (pwd.getpwnam("nobody").pw_uid, pwd.getpwnam("nobody").pw_gid)
 VICTIM = (1000, 1000)
@@ -45,11 +44,12 @@ pytestmark = [
 
 
 def as_user(user: tuple[int, int], argv: list[str], timeout: float = 30) -> subprocess.CompletedProcess[str]:
-    """Run ``argv`` as a real other user (no capabilities left)."""
+    """Run ``argv`` (a shell command, not Python: see ``other_user_python``) as a real other user
+    (no capabilities left)."""
     return subprocess.run(
         ["setpriv", f"--reuid={user[0]}", f"--regid={user[1]}", "--clear-groups", *argv],
         capture_output=True, text=True, timeout=timeout, cwd="/",
-        env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": str(ROOT), "HOME": "/nonexistent"},
+        env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": "/nonexistent"},
     )
 
 
@@ -70,6 +70,7 @@ def sh(user: tuple[int, int], script: str) -> None:
 PLANT = r"""
 import json, os, sys, time
 from cryptography.fernet import Fernet
+os.umask(0o022)  # the attacker's files are readable by the victim, whatever umask the test runs with
 directory, key = sys.argv[1:3]
 secret = Fernet.generate_key()
 with open(os.path.join(directory, ".cache.key"), "wb") as f:
@@ -102,20 +103,33 @@ print(json.dumps({"mode": cache.mode, "cache_dir": str(cache.cache_dir),
 """
 
 
-def run_victim(directory: Path, key: str, fernet: str | None = None) -> tuple[dict[str, Any], str]:
-    """The victim's cache on ``directory`` (in a process of uid 1000). A cache that blocks fails."""
-    try:
-        done = as_user(VICTIM, [sys.executable, "-c", VICTIM_CODE,
-                                json.dumps({"dir": str(directory), "key": key, "fernet": fernet})], timeout=20)
-    except subprocess.TimeoutExpired:
-        raise AssertionError("the token cache blocked (e.g. opening a FIFO)") from None
-    assert done.returncode == 0, done.stderr
-    return json.loads(done.stdout.strip().splitlines()[-1]), done.stderr
+@pytest.fixture
+def run_victim(other_user_python: OtherUserPython) -> Callable[..., tuple[dict[str, Any], str]]:
+    """``run_victim(directory, key, fernet=None)``: the victim's cache on ``directory`` (in a
+    process of uid 1000) → (what it saw, its log). A cache that blocks fails."""
+
+    def run(directory: Path, key: str, fernet: str | None = None) -> tuple[dict[str, Any], str]:
+        try:
+            done = other_user_python.run(VICTIM, ["-c", VICTIM_CODE,
+                                                  json.dumps({"dir": str(directory), "key": key, "fernet": fernet})],
+                                         timeout=20)
+        except subprocess.TimeoutExpired:
+            raise AssertionError("the token cache blocked (e.g. opening a FIFO)") from None
+        assert done.returncode == 0, done.stderr
+        return json.loads(done.stdout.strip().splitlines()[-1]), done.stderr
+
+    return run
 
 
-def plant(directory: Path, key: str) -> None:
-    done = as_user(ATTACKER, [sys.executable, "-c", PLANT, str(directory), key])
-    assert done.returncode == 0, done.stderr
+@pytest.fixture
+def plant(other_user_python: OtherUserPython) -> Callable[[Path, str], None]:
+    """``plant(directory, key)``: the attacker forges a cache entry for ``key`` in ``directory``."""
+
+    def run(directory: Path, key: str) -> None:
+        done = other_user_python.run(ATTACKER, ["-c", PLANT, str(directory), key])
+        assert done.returncode == 0, done.stderr
+
+    return run
 
 
 @pytest.fixture
@@ -140,7 +154,7 @@ def make_token(label: str = "own") -> SalesforceToken:
 
 
 # ---- directories other users own or can write ----------------------------------------------------
-def test_a_world_writable_directory_of_another_user_is_refused(base):
+def test_a_world_writable_directory_of_another_user_is_refused(base, plant, run_victim):
     shared, key = base / "cache", new_key()
     mkdir_of(ATTACKER, shared, 0o777)
     plant(shared, key)
@@ -151,7 +165,7 @@ def test_a_world_writable_directory_of_another_user_is_refused(base):
 
 
 @pytest.mark.parametrize("mode", [0o777, 0o770, 0o733], ids=oct)
-def test_a_directory_others_can_write_is_refused_and_not_chmodded(base, mode):
+def test_a_directory_others_can_write_is_refused_and_not_chmodded(base, mode, plant, run_victim):
     own, key = base / "cache", new_key()
     mkdir_of(VICTIM, own, mode)
     if mode & 0o003 == 0o003:  # plant only where the attacker really can
@@ -163,7 +177,7 @@ def test_a_directory_others_can_write_is_refused_and_not_chmodded(base, mode):
 
 
 @pytest.mark.parametrize("fernet", [True, False], ids=["with-airflow-fernet-key", "without"])
-def test_a_planted_key_file_is_never_used_to_decrypt(base, fernet):
+def test_a_planted_key_file_is_never_used_to_decrypt(base, fernet, plant, run_victim):
     own, key = base / "cache", new_key()
     mkdir_of(VICTIM, own, 0o777)  # open for a while: the attacker plants
     plant(own, key)
@@ -184,7 +198,7 @@ def test_a_planted_key_file_is_never_used_to_decrypt(base, fernet):
 
 # ---- FIFOs ---------------------------------------------------------------------------------------
 @pytest.mark.parametrize("name", [".cache.key", "{key}.token"])
-def test_a_fifo_in_place_of_a_cache_file_does_not_block(base, name):
+def test_a_fifo_in_place_of_a_cache_file_does_not_block(base, name, run_victim):
     own, key = base / "cache", new_key()
     mkdir_of(VICTIM, own, 0o700)
     if name == "{key}.token":
@@ -220,7 +234,7 @@ def test_a_sticky_shared_directory_gets_a_private_subdirectory_and_is_left_alone
     assert TokenCache("file", cache_dir=sticky).cache_dir == cache.cache_dir
 
 
-def test_the_victims_sticky_subdirectory_cannot_be_planted(sticky, base):
+def test_the_victims_sticky_subdirectory_cannot_be_planted(sticky, base, run_victim):
     attacker_dir = base / "attacker"
     mkdir_of(ATTACKER, attacker_dir, 0o777)
     sh(ATTACKER, f"ln -s {attacker_dir} {sticky}/sf-oauth-cache-{VICTIM[0]}")
@@ -235,7 +249,7 @@ def test_the_victims_sticky_subdirectory_cannot_be_planted(sticky, base):
     assert list((sticky / f"sf-oauth-cache-{VICTIM[0]}").iterdir()) == []
 
 
-def test_the_victim_works_in_its_own_subdirectory_of_a_sticky_directory(sticky):
+def test_the_victim_works_in_its_own_subdirectory_of_a_sticky_directory(sticky, run_victim):
     key = new_key()
     result, _ = run_victim(sticky, key)
     assert result["mode"] == "file" and result["cache_dir"] == str(sticky / f"sf-oauth-cache-{VICTIM[0]}")
