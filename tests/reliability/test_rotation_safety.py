@@ -171,14 +171,18 @@ def test_the_rotated_refresh_token_is_stored_before_introspection(emulator, emul
     """A host killed while it introspects its new token (for the expiry) has already stored the
     rotated refresh token: the next host uses it instead of the retired one."""
     conn = conn_with(emulator_connections)
+    assert "error" not in answer(host(conn, tmp_path / "first", redis_url, "get"))  # rotated once: stored
     emulator.org.set_faults("introspect", latency=30)
-    a = host(conn, tmp_path / "a", redis_url, "get")
-    wait_until(lambda: refresh_grants(emulator) == 1 and emulator.org.count("introspect") >= 1)
+    introspections = emulator.org.count("introspect")
+    # a short lock expiry: the killed host's lock frees itself soon, as a real one does within 30 s
+    a = host(conn, tmp_path / "a", redis_url, "force", lock_expiry=2)
+    # A's grant is answered and its introspection (for the expiry) has reached the emulator
+    wait_until(lambda: refresh_grants(emulator) == 2 and emulator.org.count("introspect") > introspections)
     time.sleep(0.3)
     a.send_signal(signal.SIGKILL)
     a.communicate(timeout=30)
     emulator.org.clear_faults()
-    b = answer(host(conn, tmp_path / "b", redis_url, "force"))
+    b = answer(host(conn, tmp_path / "b", redis_url, "force", lock_expiry=2))
     assert "error" not in b, b
     assert chain_alive(emulator)
     assert b["refresh"] == live_refresh_fingerprint(emulator)
