@@ -107,13 +107,26 @@ def _from_metastore() -> set[str]:
 
 
 def _loaded_backends() -> list[Any]:
-    """The secrets backends Airflow searched for the connection in this process."""
+    """The secrets backends Airflow searched for the connection in this process.
+
+    The task SDK's list; in a server process (scheduler, API server: ``_AIRFLOW_PROCESS_CONTEXT``
+    ``server``) also the core list, which is where Airflow 3.0 keeps the metadata DB backend.
+    """
+    backends: list[Any] = []
     try:
         from airflow.sdk.execution_time.supervisor import ensure_secrets_backend_loaded
 
-        return list(ensure_secrets_backend_loaded())
-    except Exception:  # another release's layout, or no backend can be loaded: the environment still lists
-        return []
+        backends += list(ensure_secrets_backend_loaded())
+    except Exception:  # noqa: BLE001 - another release's layout, or no backend loads: the environment still lists
+        pass
+    if os.environ.get("_AIRFLOW_PROCESS_CONTEXT") == "server":
+        try:
+            from airflow.configuration import ensure_secrets_loaded
+
+            backends += list(ensure_secrets_loaded())
+        except Exception:  # noqa: BLE001 - as above
+            pass
+    return list({type(b).__name__: b for b in reversed(backends)}.values())[::-1]  # one of each kind
 
 
 def listable_connection_ids() -> tuple[tuple[str, ...], bool]:
