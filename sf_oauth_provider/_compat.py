@@ -82,6 +82,7 @@ if TYPE_CHECKING:
     from airflow.sdk import Connection
 
 __all__ = [
+    "core_secrets_backends",
     "AIRFLOW_VERSION",
     "AirflowException",
     "AirflowFailException",
@@ -112,6 +113,17 @@ def _release(version: str) -> tuple[int, ...]:
 
 class AirflowVersionError(AirflowException):
     """A feature of this provider needs a newer Airflow release than the one installed."""
+
+
+def core_secrets_backends() -> list[Any]:
+    """The core secrets backends of a server process (where Airflow 3.0 keeps the metadata DB
+    backend); an empty list where the release has none or they cannot be loaded."""
+    try:
+        from airflow.configuration import ensure_secrets_loaded  # core, every 3.x release so far
+
+        return list(ensure_secrets_loaded())
+    except Exception:  # noqa: BLE001 - listing backends is a courtesy for a hint
+        return []
 
 
 def requires_airflow(minimum: str, feature: str) -> None:

@@ -120,12 +120,9 @@ def _loaded_backends() -> list[Any]:
     except Exception:  # noqa: BLE001 - another release's layout, or no backend loads: the environment still lists
         pass
     if os.environ.get("_AIRFLOW_PROCESS_CONTEXT") == "server":
-        try:
-            from airflow.configuration import ensure_secrets_loaded
+        from sf_oauth_provider._compat import core_secrets_backends
 
-            backends += list(ensure_secrets_loaded())
-        except Exception:  # noqa: BLE001 - as above
-            pass
+        backends += core_secrets_backends()
     return list({type(b).__name__: b for b in reversed(backends)}.values())[::-1]  # one of each kind
 
 
