@@ -8,6 +8,6 @@ from typing import TYPE_CHECKING
 from sf_oauth_provider._lazy import attach
 
 if TYPE_CHECKING:
-    from sf_oauth_provider.operators import _common, _params, audit, bulk, revoke  # noqa: F401
+    from sf_oauth_provider.operators import _common, _params, audit, bulk, inventory, revoke  # noqa: F401
 
-__getattr__, __dir__ = attach(__name__, submodules=("_common", "_params", "audit", "bulk", "revoke"))
+__getattr__, __dir__ = attach(__name__, submodules=("_common", "_params", "audit", "bulk", "inventory", "revoke"))
