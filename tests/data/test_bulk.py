@@ -133,3 +133,76 @@ def test_an_empty_or_bad_parameter_is_named_before_anything_is_sent(emulator, sf
     with pytest.raises(ValueError, match="destination"):
         h.bulk_extract("SELECT Id FROM Account", str(tmp_path) + "/")
     assert emulator.org.count("token") - before <= 1
+
+
+def _job_id(message: str) -> str:
+    import re
+
+    found = re.search(r"\b(750[A-Za-z0-9]{15})\b", message)
+    assert found, message
+    return found.group(1)
+
+
+def test_a_job_that_outlives_the_timeout_is_aborted(emulator, sf_connections, tmp_path):
+    tmp_path = tmp_path / "out"
+    emulator.org.settings.bulk_query_delay = 3600.0  # Salesforce is busy for an hour
+    h = hook()
+    with pytest.raises(E.SalesforceBulkTimeout) as err:
+        h.bulk_extract(SOQL, str(tmp_path / "opps.csv"), poll_interval=0.05, timeout=0.5)
+    assert err.value.transient  # Airflow may retry the task later
+    job = emulator.org.bulk_query.get(_job_id(str(err.value)))
+    assert job is not None and job.state(emulator.org.clock.now()) == "Aborted"
+    assert list(tmp_path.iterdir()) == []  # no file, not even a temporary one
+
+
+def test_a_failed_job_is_permanent_and_quotes_salesforce(emulator, sf_connections, tmp_path):
+    tmp_path = tmp_path / "out"
+    emulator.org.bulk_query.fail_next = "Query timed out: too many rows scanned"
+    with pytest.raises(E.SalesforceBulkJobError) as err:
+        hook().bulk_extract(SOQL, str(tmp_path / "opps.csv"), poll_interval=0.05, timeout=30)
+    assert not err.value.transient
+    assert "Query timed out: too many rows scanned" in str(err.value) and "750" in str(err.value)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_outage_on_a_results_page_is_retried_and_the_page_read_again(emulator, sf_connections):
+    h = hook()
+    bulk = h.bulk_queries()
+    job = bulk.wait(bulk.submit(SOQL), poll_interval=0.05, timeout=60)
+    before = emulator.org.count("bulk")
+    emulator.org.set_faults("bulk", sequence=["ok", "json503", "html503"])  # page 2 fails twice
+    sink = io.BytesIO()
+    result = bulk.download(job, sink, max_records=9)
+    ids = [r["Id"] for r in csv.DictReader(io.StringIO(sink.getvalue().decode()))]
+    assert len(ids) == len(set(ids)) == result.rows == len(rest_rows(h))
+    pages = -(-result.rows // 9)
+    assert emulator.org.count("bulk") - before == pages + 2
+
+
+def test_a_rerun_replaces_the_file_and_a_failed_one_leaves_the_old_one(emulator, sf_connections, tmp_path):
+    tmp_path = tmp_path / "out"
+    tmp_path.mkdir()
+    h = hook()
+    target = tmp_path / "opps.csv"
+    target.write_text("yesterday's file\n")
+    h.bulk_extract("SELECT Id FROM Account", str(target), poll_interval=0.05, timeout=30)
+    fresh = target.read_text()
+    assert fresh.startswith('"Id"') and "yesterday" not in fresh
+    emulator.org.bulk_query.fail_next = "boom"
+    with pytest.raises(E.SalesforceBulkJobError):
+        h.bulk_extract("SELECT Id, Name FROM Account", str(target), poll_interval=0.05, timeout=30)
+    assert target.read_text() == fresh  # the failed run did not touch the complete file
+    assert [p.name for p in tmp_path.iterdir()] == ["opps.csv"]
+
+
+def test_object_storage_destination(emulator, sf_connections, memory_store):
+    h = hook()
+    result = h.bulk_extract("SELECT Id, Name FROM Account", "memory://bulk-test/extracts/accounts.csv",
+                            poll_interval=0.05, timeout=30)
+    from airflow.sdk import ObjectStoragePath
+
+    path = ObjectStoragePath("memory://bulk-test/extracts/accounts.csv")
+    rows = list(csv.DictReader(io.StringIO(path.read_text())))
+    assert len(rows) == result.rows == len(h.query("SELECT Id FROM Account"))
+    assert [p.name for p in ObjectStoragePath("memory://bulk-test/extracts/").iterdir()] == ["accounts.csv"]
+    assert result.location and result.location.endswith("extracts/accounts.csv")
