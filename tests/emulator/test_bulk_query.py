@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import csv
+import datetime as dt
 import gzip
 import io
 import re
@@ -274,3 +275,55 @@ def test_session_and_version_are_checked(emulator: RunningEmulator, tok: str) ->
     assert HTTP.get(_jobs_url(emulator), headers=_auth("00Dbogus!token")).status_code == 401
     assert _create(emulator, tok, OPP_SOQL, version="46.0").status_code == 404  # query jobs from 47.0
     assert HTTP.get(f"{_jobs_url(emulator)}x", headers=_auth(tok)).status_code == 404
+
+
+# ---------------------------------------------------------------- audit dates (REST and Bulk)
+AUDIT_SOQL = "SELECT Id, CreatedDate, LastModifiedDate, SystemModstamp FROM Opportunity"
+
+
+def _parse_sf(text: str) -> float:
+    return dt.datetime.strptime(text.replace("Z", "+0000"), "%Y-%m-%dT%H:%M:%S.%f%z").timestamp()
+
+
+def test_seeded_records_carry_audit_dates_over_past_days(emulator: RunningEmulator, tok: str) -> None:
+    now = emulator.org.clock.now()
+    for obj in ("Account", "Opportunity"):
+        recs = query(emulator, tok, AUDIT_SOQL.replace("Opportunity", obj)).json()["records"]
+        assert recs and all(
+            re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}\+0000", r[f])
+            for r in recs for f in ("CreatedDate", "LastModifiedDate", "SystemModstamp")
+        )
+        for r in recs:
+            c, m, s = (_parse_sf(r[f]) for f in ("CreatedDate", "LastModifiedDate", "SystemModstamp"))
+            assert c <= m <= s <= now + 1
+        assert len({r["CreatedDate"][:10] for r in recs}) >= len(recs) // 2  # spread over many days
+
+
+@pytest.mark.parametrize("style", ["%Y-%m-%dT%H:%M:%SZ", "%Y-%m-%dT%H:%M:%S.000+0000"])
+def test_datetime_literals_filter_rest_and_bulk_alike(emulator: RunningEmulator, tok: str, style: str) -> None:
+    recs = query(emulator, tok, AUDIT_SOQL).json()["records"]
+    stamps = sorted(_parse_sf(r["SystemModstamp"]) for r in recs)
+    cutoff = dt.datetime.fromtimestamp(int(stamps[len(stamps) // 2]) + 1, dt.timezone.utc)
+    literal = cutoff.strftime(style)
+    expected = {r["Id"] for r in recs if _parse_sf(r["SystemModstamp"]) >= cutoff.timestamp()}
+    assert 0 < len(expected) < len(recs)
+    after = query(emulator, tok, f"SELECT Id FROM Opportunity WHERE SystemModstamp >= {literal}").json()
+    before = query(emulator, tok, f"SELECT Id FROM Opportunity WHERE SystemModstamp < {literal}").json()
+    assert {r["Id"] for r in after["records"]} == expected
+    assert after["totalSize"] + before["totalSize"] == len(recs)
+    job_id = _completed(emulator, tok, f"SELECT Id, SystemModstamp FROM Opportunity WHERE SystemModstamp >= {literal}")
+    rows = _rows(_results(emulator, tok, job_id))
+    assert rows[0] == ["Id", "SystemModstamp"] and {row[0] for row in rows[1:]} == expected
+    assert all(re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", row[1]) for row in rows[1:])
+
+
+def test_date_literals_compare_on_dates_and_datetimes(emulator: RunningEmulator, tok: str) -> None:
+    recs = query(emulator, tok, "SELECT Id, CloseDate, CreatedDate FROM Opportunity").json()["records"]
+    day = sorted(r["CloseDate"] for r in recs)[len(recs) // 2]
+    closing = query(emulator, tok, f"SELECT Id FROM Opportunity WHERE CloseDate >= {day}").json()
+    assert closing["totalSize"] == sum(r["CloseDate"] >= day for r in recs)
+    created_day = sorted(r["CreatedDate"][:10] for r in recs)[len(recs) // 2]
+    older = query(emulator, tok, f"SELECT Id FROM Opportunity WHERE CreatedDate < {created_day}").json()
+    assert older["totalSize"] == sum(r["CreatedDate"][:10] < created_day for r in recs) > 0
+    recent = query(emulator, tok, "SELECT Id FROM Opportunity WHERE CreatedDate = LAST_N_DAYS:400").json()
+    assert recent["totalSize"] == len(recs)
