@@ -298,6 +298,14 @@ def populate(org: Org) -> None:
     dates_rng = random.Random(f"{org.seed}-audit-dates")
     for rec in org.accounts + org.opportunities:
         rec.update(audit_dates(dates_rng, now))
+    # a deal closed yesterday was last changed yesterday (closing it changed it): the nightly
+    # example's incremental extract of yesterday's changes finds them
+    midnight = dt.datetime.combine(dt.datetime.fromtimestamp(now, dt.timezone.utc).date(), dt.time(),
+                                   dt.timezone.utc).timestamp()
+    for rec in org.opportunities:
+        if rec["Id"] in closed_won_yesterday:
+            stamp = dt.datetime.fromtimestamp(round(midnight - dates_rng.uniform(60, 86340), 3), dt.timezone.utc)
+            rec.update(LastModifiedDate=stamp, SystemModstamp=stamp, CreatedDate=min(rec["CreatedDate"], stamp))
 
     org.demo.org_id = org.org_id
     org.demo.jwt_app_name = jwt_app.name
