@@ -209,7 +209,9 @@ async def data_api(request: Request) -> Response:
     if faulted is not None:
         return faulted
     parts = [p for p in request.path_params["rest"].split("/") if p]
-    refused = rest_version_error(parts[0]) if parts else _not_found()
+    if not parts:  # "/services/data/" with a method the versions list does not serve
+        return method_not_allowed(request.method, ("GET",))
+    refused = rest_version_error(parts[0])
     if refused is not None:
         return refused
     allowed = _METHODS.get(parts[1], ("GET",)) if len(parts) == 2 else ("GET",)
