@@ -12,9 +12,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from starlette.applications import Starlette
-from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.responses import JSONResponse, Response
 
 __all__ = ["allowed_list", "install", "method_not_allowed"]
 
@@ -41,14 +40,12 @@ def method_not_allowed(method: str, allowed: Iterable[str]) -> Response:
     )
 
 
-async def _http_exception(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, HTTPException)
-    if exc.status_code == 405:
-        allow = (exc.headers or {}).get("Allow", "")
-        return method_not_allowed(request.method, [m.strip() for m in allow.split(",") if m.strip()])
-    return PlainTextResponse(exc.detail, status_code=exc.status_code, headers=exc.headers)
+async def _method_exception(request: Request, exc: Exception) -> Response:
+    allow = getattr(exc, "headers", None) or {}
+    return method_not_allowed(request.method, [m.strip() for m in allow.get("Allow", "").split(",") if m.strip()])
 
 
 def install(app: Starlette) -> None:
-    """Answer every route's unserved methods the Salesforce way."""
-    app.add_exception_handler(HTTPException, _http_exception)
+    """Answer every route's unserved methods the Salesforce way (Starlette's other HTTP errors
+    keep their default answer)."""
+    app.add_exception_handler(405, _method_exception)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from fnmatch import fnmatchcase
 from typing import Any
 
 from .soql import SoqlError, Table, execute, find_table, parse
@@ -25,9 +26,9 @@ GROUPS = ("ALL", "NAME", "EMAIL", "PHONE", "SIDEBAR")
 _NOT_SEARCHABLE = {"Organization", "Profile", "OauthToken"}
 _NAME_FIELDS = {"Name", "FirstName", "LastName"}
 _TEXT_TYPES = {"string", "email", "phone", "textarea", "picklist", "url"}
+_STOP_RE = re.compile(r"\s(WITH|LIMIT|OFFSET|UPDATE)\b", re.I)
 _NO_TERM = "No search term found. The search term must be enclosed in braces."
 _CLAUSE_RE = re.compile(r"\s*(?:(IN)\s+(\w+)\s+FIELDS\b|(RETURNING)\b|(LIMIT|OFFSET)\s+(\d+)|(WITH|UPDATE)\b)", re.I)
-_WORD = "A-Za-z0-9"
 
 
 class SoslError(SoqlError):
@@ -87,7 +88,7 @@ def _split_top(text: str) -> tuple[list[str], str]:
         elif ch == "," and depth == 0:
             specs.append(text[start:i])
             start = i + 1
-        elif depth == 0 and re.match(r"\s(WITH|LIMIT|OFFSET|UPDATE)\b", text[i:], re.I):
+        elif depth == 0 and ch.isspace() and _STOP_RE.match(text, i):
             specs.append(text[start:i])
             return specs, text[i:]
     if depth:
@@ -135,33 +136,43 @@ def parse_sosl(q: str) -> SearchPlan:
     return plan
 
 
-def _term_regex(word: str) -> str:
+#: a search word (wildcards kept) and a word of a field value: letters and digits of any script
+_TERM_WORD = re.compile(r"(?:[^\W_]|[*?])+")
+_VALUE_WORD = re.compile(r"[^\W_]+")
+Phrase = list[str]  # lower-cased word patterns that must match consecutive words
+
+
+def _phrases(text: str) -> list[Phrase]:
+    """``Acme "big corp"`` -> ``[["acme"], ["big", "corp"]]`` (operators dropped)."""
     out = []
-    for ch in word:
-        if ch == "*":
-            out.append(f"[{_WORD}]*")
-        elif ch == "?":
-            out.append(f"[{_WORD}]")
-        else:
-            out.append(re.escape(ch))
-    return f"(?<![{_WORD}]){''.join(out)}(?![{_WORD}])"
+    for token in re.findall(r'"[^"]*"|\S+', text):
+        if token in ("AND", "OR", "NOT"):
+            continue
+        words = [w.lower() for w in _TERM_WORD.findall(token)]
+        if words:
+            out.append(words)
+    return out
 
 
-def _matcher(term: str) -> list[tuple[list[re.Pattern[str]], list[re.Pattern[str]]]]:
-    """Alternatives (``OR``) of (words that must all match, words that must not)."""
+def _matcher(term: str) -> list[tuple[list[Phrase], list[Phrase]]]:
+    """Alternatives (``OR``) of (phrases that must all match, phrases that must not)."""
     bare = re.sub(r'[*?"]|\b(AND|OR|NOT)\b', "", term).strip()
     if len(bare) < 2:
         raise SoslError("INVALID_SEARCH", f"search term must be longer than one character: {term.strip()}")
     alternatives = []
     for alt in re.split(r"\s+OR\s+", term.strip()):
         positive, _, negative = alt.partition(" AND NOT ")
-
-        def words(text: str) -> list[re.Pattern[str]]:
-            tokens = [t.strip('"') for t in re.findall(r'"[^"]*"|\S+', text) if t != "AND"]
-            return [re.compile(r"\W+".join(_term_regex(w) for w in t.split()), re.I) for t in tokens if t]
-
-        alternatives.append((words(positive), words(negative)))
+        alternatives.append((_phrases(positive), _phrases(negative)))
     return alternatives
+
+
+def _has(words: list[str], phrase: Phrase) -> bool:
+    """Whether ``phrase`` matches consecutive ``words`` (``*`` any run of characters, ``?`` one;
+    :func:`fnmatch.fnmatchcase` matches without catastrophic backtracking)."""
+    n = len(phrase)
+    return any(
+        all(fnmatchcase(words[i + k], phrase[k]) for k in range(n)) for i in range(len(words) - n + 1)
+    )
 
 
 def _fields_in(table: Table, group: str) -> list[str]:
@@ -180,13 +191,17 @@ def searchable(tables: dict[str, Table]) -> list[Table]:
     return [t for t in tables.values() if t.url_ids and "Name" in t.fields and t.name not in _NOT_SEARCHABLE]
 
 
+def _in_any(values: list[list[str]], phrase: Phrase) -> bool:
+    return any(_has(words, phrase) for words in values)
+
+
 def _matching_rows(table: Table, group: str, matcher: list[Any]) -> list[dict[str, Any]]:
     names = _fields_in(table, group)
     out = []
     for row in table.rows:
-        text = " \n ".join(str(row[n]) for n in names if row.get(n) is not None)
+        values = [_VALUE_WORD.findall(str(row[n]).lower()) for n in names if row.get(n) is not None]
         for must, must_not in matcher:
-            if all(p.search(text) for p in must) and not any(p.search(text) for p in must_not):
+            if all(_in_any(values, p) for p in must) and not any(_in_any(values, p) for p in must_not):
                 out.append(row)
                 break
     return out
