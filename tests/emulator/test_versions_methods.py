@@ -53,11 +53,15 @@ def test_supported_versions_serve(emulator: RunningEmulator, tok: str, version: 
     assert r.status_code == 200 and "DailyApiRequests" in r.json()
 
 
-def test_bulk_version_answer() -> None:
-    r = bulk_version_error("v30.0")
-    assert r is not None and r.status_code == 400 and b"InvalidVersion" in r.body
-    r = bulk_version_error("v99.0")
-    assert r is not None and r.status_code == 400
+@pytest.mark.parametrize("segment", ["v30.0", "v20.0", "v99.0"])
+def test_bulk_jobs_on_a_retired_or_unknown_version_answer_400_invalid_version(
+    emulator: RunningEmulator, tok: str, segment: str
+) -> None:
+    for path in ("/jobs/query", "/jobs/ingest"):
+        r = HTTP.get(f"{emulator.base_url}/services/data/{segment}{path}", headers={"Authorization": f"Bearer {tok}"})
+        assert r.status_code == 400, r.text
+        [err] = r.json()
+        assert err["errorCode"] == "InvalidVersion" and segment[1:] in err["message"]
     assert bulk_version_error("v64.0") is None
 
 

@@ -23,7 +23,7 @@ from ..describe import column_metadata, describe_global, describe_sobject, sobje
 from ..methods import method_not_allowed
 from ..soql import SoqlError, Table, build_tables, execute, find_table, parse, selected_columns
 from ..state import AccessTokenRecord, Org
-from ..versions import LATEST_VERSION, rest_version_error, versions
+from ..versions import LATEST_VERSION, bulk_version_error, rest_version_error, versions
 from . import search
 from ._common import Bases, bearer, data_error, guard, org_of
 
@@ -211,7 +211,8 @@ async def data_api(request: Request) -> Response:
     parts = [p for p in request.path_params["rest"].split("/") if p]
     if not parts:  # "/services/data/" with a method the versions list does not serve
         return method_not_allowed(request.method, ("GET",))
-    refused = rest_version_error(parts[0])
+    # Bulk API 2.0 (…/jobs/…) refuses a retired version 400 InvalidVersion, the rest of REST 410
+    refused = (bulk_version_error if parts[1:2] == ["jobs"] else rest_version_error)(parts[0])
     if refused is not None:
         return refused
     allowed = _METHODS.get(parts[1], ("GET",)) if len(parts) == 2 else ("GET",)
