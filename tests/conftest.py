@@ -87,3 +87,15 @@ def _fresh_secrets_masker() -> Iterator[None]:
     masking = sys.modules.get("sf_oauth_provider.masking")
     if masking is not None:
         masking._masked.clear()
+
+
+@pytest.fixture
+def memory_store():
+    """fsspec's in-memory filesystem attached to Airflow's object storage (as a provider would)."""
+    import fsspec
+    from airflow.sdk.io.store import attach
+
+    fs = fsspec.filesystem("memory")
+    attach(protocol="memory", fs=fs)
+    yield fs
+    fs.store.clear()

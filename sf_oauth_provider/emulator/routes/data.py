@@ -19,6 +19,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from ..bulk_query import DAILY_JOB_LIMIT
 from ..describe import column_metadata, describe_global, describe_sobject, sobject_basic
 from ..methods import method_not_allowed
 from ..soql import SoqlError, Table, build_tables, execute, find_table, parse, selected_columns
@@ -117,6 +118,7 @@ def _query_more(call: _Call, locator_and_offset: str) -> Response:
 def _limits(call: _Call) -> Response:
     s = call.org.settings
     used = call.org.api_requests_used
+    bulk_jobs = call.org.bulk_query.used(call.org.clock.now())
 
     def limit(mx: int, remaining: int | None = None) -> dict[str, int]:
         return {"Max": mx, "Remaining": mx if remaining is None else remaining}
@@ -128,7 +130,7 @@ def _limits(call: _Call) -> Response:
             "DailyApiRequests": limit(s.api_request_limit, max(0, s.api_request_limit - used)),
             "DailyAsyncApexExecutions": limit(250000),
             "DailyBulkApiBatches": limit(15000),
-            "DailyBulkV2QueryJobs": limit(10000),
+            "DailyBulkV2QueryJobs": limit(DAILY_JOB_LIMIT, max(0, DAILY_JOB_LIMIT - bulk_jobs)),
             "DailyStreamingApiEvents": limit(10000),
             "DataStorageMB": limit(1024, 1019),
             "FileStorageMB": limit(1024, 1024),
