@@ -57,12 +57,15 @@ def test_supported_versions_serve(emulator: RunningEmulator, tok: str, version: 
 def test_bulk_jobs_on_a_retired_or_unknown_version_answer_400_invalid_version(
     emulator: RunningEmulator, tok: str, segment: str
 ) -> None:
-    for path in ("/jobs/query", "/jobs/ingest"):
+    for path in ("/jobs/query", "/jobs/query/750xx0000000001AAA", "/jobs/ingest"):
         r = HTTP.get(f"{emulator.base_url}/services/data/{segment}{path}", headers={"Authorization": f"Bearer {tok}"})
         assert r.status_code == 400, r.text
         [err] = r.json()
         assert err["errorCode"] == "InvalidVersion" and segment[1:] in err["message"]
     assert bulk_version_error("v64.0") is None
+    # a supported version before Bulk 2.0 query jobs (47.0) is not found, as before
+    r = HTTP.get(f"{emulator.base_url}/services/data/v46.0/jobs/query", headers={"Authorization": f"Bearer {tok}"})
+    assert r.status_code == 404
 
 
 def test_resource_list_names_identity_and_search(emulator: RunningEmulator, tok: str) -> None:
