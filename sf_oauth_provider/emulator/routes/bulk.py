@@ -24,6 +24,7 @@ from starlette.routing import Route
 from ..bulk_query import DELIMITERS, LINE_ENDINGS, QueryJob, check_query, decode_locator, encode_locator
 from ..soql import build_tables, find_table, parse
 from ..state import AccessTokenRecord, Org
+from ..versions import bulk_version_error
 from ._common import bearer, data_error, guard, org_of
 
 __all__ = ["routes"]
@@ -58,6 +59,9 @@ async def _authenticate(request: Request) -> _Call | Response:
     faulted = await guard(org, "bulk", data_api=True)
     if faulted is not None:
         return faulted
+    refused = bulk_version_error(request.path_params["version"])  # retired or never existed
+    if refused is not None:
+        return refused
     m = _VERSION_RE.match(request.path_params["version"])
     if m is None or float(m.group(1)) < _FIRST_VERSION:
         return _not_found()

@@ -10,7 +10,6 @@ redirected.
 
 from __future__ import annotations
 
-import re
 import secrets
 import string
 from dataclasses import dataclass
@@ -22,31 +21,23 @@ from starlette.routing import Route
 
 from ..bulk_query import DAILY_JOB_LIMIT
 from ..describe import column_metadata, describe_global, describe_sobject, sobject_basic
+from ..methods import method_not_allowed
 from ..soql import SoqlError, Table, build_tables, execute, find_table, parse, selected_columns
 from ..state import AccessTokenRecord, Org
-from ._common import bearer, data_error, guard, org_of
+from ..versions import LATEST_VERSION, bulk_version_error, rest_version_error, versions
+from . import search
+from ._common import Bases, bearer, data_error, guard, org_of
 
 __all__ = ["LATEST_VERSION", "routes", "versions"]
 
-LATEST_VERSION = 64
-_FIRST_VERSION = 20
-_VERSION_RE = re.compile(r"^v(\d+\.\d)$")
 _MAX_CURSORS = 500
-_SEASONS = ("Winter", "Spring", "Summer")
 _RESOURCES = (
     "tooling", "metadata", "eclair", "folders", "prechatForms", "jobs", "query", "queryAll", "search",
     "sobjects", "limits", "recent", "analytics", "connect", "composite", "process", "quickActions",
+    "parameterizedSearch", "identity",
 )
-
-
-def versions() -> list[dict[str, str]]:
-    """The API versions the emulator lists (v20.0 = Winter '11, three releases a year)."""
-    out = []
-    for n in range(_FIRST_VERSION, LATEST_VERSION + 1):
-        k = n - _FIRST_VERSION
-        v = f"{n}.0"
-        out.append({"label": f"{_SEASONS[k % 3]} '{11 + k // 3:02d}", "url": f"/services/data/v{v}", "version": v})
-    return out
+#: methods per resource (first path segment after the version); others serve GET (and HEAD)
+_METHODS: dict[str, tuple[str, ...]] = {"parameterizedSearch": ("GET", "POST")}
 
 
 def _not_found() -> JSONResponse:
@@ -185,13 +176,17 @@ def _sobjects(call: _Call, parts: list[str], request: Request) -> Response:
     return _retrieve(call, table, parts[1], request)
 
 
-def _resources(version: str) -> dict[str, str]:
-    return {name: f"/services/data/v{version}/{name}" for name in _RESOURCES}
+def _resources(call: _Call, request: Request) -> dict[str, str]:
+    out = {name: f"/services/data/v{call.version}/{name}" for name in _RESOURCES}
+    # Salesforce lists the caller's identity URL (absolute, on the login host); jsforce's
+    # identity() reads it from here
+    out["identity"] = Bases(request).id_url(call.org, call.org.users[call.rec.user_id])
+    return out
 
 
-def _dispatch(call: _Call, parts: list[str], request: Request) -> Response:
+async def _dispatch(call: _Call, parts: list[str], request: Request) -> Response:
     if not parts:
-        return JSONResponse(_resources(call.version))
+        return JSONResponse(_resources(call, request))
     head, rest = parts[0], parts[1:]
     if head in ("query", "queryAll"):
         if not rest:
@@ -203,6 +198,8 @@ def _dispatch(call: _Call, parts: list[str], request: Request) -> Response:
         return _limits(call)
     if head == "sobjects":
         return _sobjects(call, rest, request)
+    if head in ("search", "parameterizedSearch") and not rest:
+        return await search.answer(head, call.tables(), call.version, request, call.org.clock.now())
     return _not_found()
 
 
@@ -214,21 +211,23 @@ async def data_api(request: Request) -> Response:
     if faulted is not None:
         return faulted
     parts = [p for p in request.path_params["rest"].split("/") if p]
-    m = _VERSION_RE.match(parts[0]) if parts else None
-    if m is None:
-        return _not_found()
-    if request.method not in ("GET", "HEAD"):
-        return data_error(
-            "METHOD_NOT_ALLOWED", f"HTTP Method '{request.method}' not allowed. Allowed are GET,HEAD", 405
-        )
+    if not parts:  # "/services/data/" with a method the versions list does not serve
+        return method_not_allowed(request.method, ("GET",))
+    # Bulk API 2.0 (…/jobs/…) refuses a retired version 400 InvalidVersion, the rest of REST 410
+    refused = (bulk_version_error if parts[1:2] == ["jobs"] else rest_version_error)(parts[0])
+    if refused is not None:
+        return refused
+    allowed = _METHODS.get(parts[1], ("GET",)) if len(parts) == 2 else ("GET",)
+    if request.method not in allowed and not (request.method == "HEAD" and "GET" in allowed):
+        return method_not_allowed(request.method, allowed)
     rec = org.use_access_token(bearer(request))
     if rec is None:
         return data_error("INVALID_SESSION_ID", "Session expired or invalid", 401)
     used = org.count_api_request()
     if used is None:
         return data_error("REQUEST_LIMIT_EXCEEDED", "TotalRequests Limit exceeded.", 403)
-    call = _Call(org, m.group(1), rec, used)
-    response = _dispatch(call, parts[1:], request)
+    call = _Call(org, parts[0][1:], rec, used)
+    response = await _dispatch(call, parts[1:], request)
     response.headers["Sforce-Limit-Info"] = call.limit_info
     return response
 
