@@ -129,6 +129,8 @@ class Settings:
       *milliseconds*, authlib one hour ahead), although its docs ask for 3 minutes.
     * ``api_request_limit`` — REST API requests per rolling 24 h (``DailyApiRequests``; 15000).
     * ``is_sandbox`` / ``org_name`` — what the ``Organization`` object says.
+    * ``bulk_ingest_delay`` — org-clock seconds a Bulk API 2.0 ingest job takes after
+      ``UploadComplete`` (``InProgress`` for the second half of it), 1.0.
     """
 
     session_timeout: float = 7200.0
@@ -138,6 +140,7 @@ class Settings:
     api_request_limit: int = 15000
     is_sandbox: bool = False
     org_name: str = "Emulated Org"
+    bulk_ingest_delay: float = 1.0
 
     def update(self, values: dict[str, Any]) -> None:
         """Apply a dict of settings; unknown names raise ``KeyError``."""
@@ -326,6 +329,11 @@ class Org:
         self.access_tokens: dict[str, AccessTokenRecord] = {}
         self.approvals: dict[str, Approval] = {}
         self.cursors: dict[str, tuple[str, list[dict[str, Any]]]] = {}
+        #: record DML and ingest jobs (``records.py``, ``ingest.py``): deleted rows by 15-char id,
+        #: ingest jobs by id, Bulk API batches used (``DailyBulkApiBatches``)
+        self.deleted_records: dict[str, tuple[str, dict[str, Any]]] = {}
+        self.ingest_jobs: dict[str, Any] = {}
+        self.bulk_batches_used = 0
         self._issued: list[str] = []
         self.api_requests_used = 0
         self._logins: dict[str, deque[float]] = {}
@@ -350,6 +358,9 @@ class Org:
             self.access_tokens.clear()
             self.approvals.clear()
             self.cursors.clear()
+            self.deleted_records.clear()
+            self.ingest_jobs.clear()
+            self.bulk_batches_used = 0
             self._issued = []
             self.api_requests_used = 0
             self._logins.clear()

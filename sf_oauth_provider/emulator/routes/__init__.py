@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from starlette.routing import BaseRoute
 
-from . import admin, data, identity, oauth
+from . import admin, bulk_ingest, data, identity, oauth, sobjects
 
 __all__ = ["all_routes"]
 
@@ -17,4 +17,4 @@ def all_routes() -> list[BaseRoute]:
     out: list[BaseRoute] = []
     for prefix in ("", "/login", "/test"):
         out += oauth.routes(prefix) + identity.routes(prefix)
-    return out + data.routes() + admin.routes()
+    return out + sobjects.routes() + bulk_ingest.routes() + data.routes() + admin.routes()

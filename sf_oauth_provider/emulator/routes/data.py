@@ -21,11 +21,12 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from ..describe import column_metadata, describe_global, describe_sobject, sobject_basic
+from ..ingest import settle_all
 from ..soql import SoqlError, Table, build_tables, execute, find_table, parse, selected_columns
 from ..state import AccessTokenRecord, Org
 from ._common import bearer, data_error, guard, org_of
 
-__all__ = ["LATEST_VERSION", "routes", "versions"]
+__all__ = ["LATEST_VERSION", "RestCall", "begin", "routes", "versions"]
 
 LATEST_VERSION = 64
 _FIRST_VERSION = 20
@@ -67,9 +68,18 @@ class _Call:
         """The ``Sforce-Limit-Info`` header value."""
         return f"api-usage={self.used}/{self.org.settings.api_request_limit}"
 
+    def finish(self, response: Response) -> Response:
+        """Stamp ``Sforce-Limit-Info`` on the call's answer."""
+        response.headers["Sforce-Limit-Info"] = self.limit_info
+        return response
+
     def tables(self) -> dict[str, Table]:
         """The queryable tables as the caller sees them."""
         return build_tables(self.org, self.org.users[self.rec.user_id])
+
+
+#: the public name of a REST call, for the route modules that share :func:`begin`
+RestCall = _Call
 
 
 async def list_versions(request: Request) -> Response:
@@ -136,7 +146,7 @@ def _limits(call: _Call) -> Response:
             "ConcurrentSyncReportRuns": limit(20),
             "DailyApiRequests": limit(s.api_request_limit, max(0, s.api_request_limit - used)),
             "DailyAsyncApexExecutions": limit(250000),
-            "DailyBulkApiBatches": limit(15000),
+            "DailyBulkApiBatches": limit(15000, max(0, 15000 - call.org.bulk_batches_used)),
             "DailyBulkV2QueryJobs": limit(10000),
             "DailyStreamingApiEvents": limit(10000),
             "DataStorageMB": limit(1024, 1019),
@@ -204,31 +214,38 @@ def _dispatch(call: _Call, parts: list[str], request: Request) -> Response:
     return _not_found()
 
 
-async def data_api(request: Request) -> Response:
-    """``/services/data/vNN.N/...``: faults, the version, the session, the API limit, then the
-    resource."""
+async def begin(request: Request, version: str) -> _Call | Response:
+    """The preamble of every REST call: faults, the version, the session, the API limit. Returns
+    the call, or the response that ends it (use :meth:`_Call.finish` on the call's answer)."""
     org = org_of(request)
     faulted = await guard(org, "query", data_api=True)
     if faulted is not None:
         return faulted
-    parts = [p for p in request.path_params["rest"].split("/") if p]
-    m = _VERSION_RE.match(parts[0]) if parts else None
+    m = _VERSION_RE.match(version)
     if m is None:
         return _not_found()
-    if request.method not in ("GET", "HEAD"):
-        return data_error(
-            "METHOD_NOT_ALLOWED", f"HTTP Method '{request.method}' not allowed. Allowed are GET,HEAD", 405
-        )
     rec = org.use_access_token(bearer(request))
     if rec is None:
         return data_error("INVALID_SESSION_ID", "Session expired or invalid", 401)
     used = org.count_api_request()
     if used is None:
         return data_error("REQUEST_LIMIT_EXCEEDED", "TotalRequests Limit exceeded.", 403)
-    call = _Call(org, m.group(1), rec, used)
-    response = _dispatch(call, parts[1:], request)
-    response.headers["Sforce-Limit-Info"] = call.limit_info
-    return response
+    settle_all(org)  # rows written by an ingest job that has finished meanwhile are visible
+    return _Call(org, m.group(1), rec, used)
+
+
+async def data_api(request: Request) -> Response:
+    """``/services/data/vNN.N/...``: the preamble (:func:`begin`), then the resource."""
+    parts = [p for p in request.path_params["rest"].split("/") if p]
+    if request.method not in ("GET", "HEAD") and parts and _VERSION_RE.match(parts[0]):
+        faulted = await guard(org_of(request), "query", data_api=True)
+        return faulted or data_error(
+            "METHOD_NOT_ALLOWED", f"HTTP Method '{request.method}' not allowed. Allowed are GET,HEAD", 405
+        )
+    call = await begin(request, parts[0] if parts else "")
+    if isinstance(call, Response):
+        return call
+    return call.finish(_dispatch(call, parts[1:], request))
 
 
 def routes() -> list[Route]:

@@ -1,0 +1,189 @@
+"""Record DML over real HTTP: create, update, delete and upsert with Salesforce's status codes
+and error bodies, and the written records visible to the REST query."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import pytest
+
+from sf_oauth_provider.emulator import RunningEmulator
+from sf_oauth_provider.emulator.state import sf_id18
+
+from ._util import HTTP, jwt_token
+
+V = "63.0"
+
+
+class Api:
+    """The REST API as one logged-in user sees it."""
+
+    def __init__(self, emu: RunningEmulator, version: str = V) -> None:
+        self.emu = emu
+        self.base = f"{emu.base_url}/services/data/v{version}"
+        self.headers = {"Authorization": f"Bearer {jwt_token(emu)['access_token']}"}
+
+    def call(self, method: str, path: str, body: Any = None, raw: bytes | None = None) -> httpx.Response:
+        content = raw if raw is not None else (None if body is None else httpx.Request("POST", "/", json=body).content)
+        headers = {**self.headers, "Content-Type": "application/json"}
+        return HTTP.request(method, self.base + path, content=content, headers=headers)
+
+    def query(self, soql: str) -> list[dict[str, Any]]:
+        r = HTTP.get(self.base + "/query", params={"q": soql}, headers=self.headers)
+        assert r.status_code == 200, r.text
+        return r.json()["records"]
+
+
+@pytest.fixture
+def api(emulator: RunningEmulator) -> Api:
+    return Api(emulator)
+
+
+def _error(r: httpx.Response, status: int, code: str) -> dict[str, Any]:
+    assert r.status_code == status, r.text
+    body = r.json()
+    assert isinstance(body, list) and len(body) == 1 and body[0]["errorCode"] == code, body
+    assert set(body[0]) == {"message", "errorCode", "fields"}
+    return body[0]
+
+
+def test_create_answers_201_with_an_18_char_id_of_the_key_prefix_visible_to_queries(api: Api) -> None:
+    r = api.call("POST", "/sobjects/Account", {"Name": "Globex DML", "Industry": "Energy"})
+    assert r.status_code == 201, r.text
+    body = r.json()
+    assert body["success"] is True and body["errors"] == []
+    new_id = body["id"]
+    assert len(new_id) == 18 and new_id.startswith("001") and sf_id18(new_id[:15]) == new_id
+    rows = api.query(f"SELECT Id, Name, Industry FROM Account WHERE Id = '{new_id}'")
+    assert [(r["Name"], r["Industry"]) for r in rows] == [("Globex DML", "Energy")]
+    assert len(api.query("SELECT Id FROM Account")) == 11
+    got = api.call("GET", f"/sobjects/Account/{new_id}")
+    assert got.status_code == 200 and got.json()["Name"] == "Globex DML"
+
+
+def test_opportunity_create_derives_is_won_and_checks_its_account(api: Api) -> None:
+    acct = api.query("SELECT Id FROM Account LIMIT 1")[0]["Id"]
+    r = api.call("POST", "/sobjects/Opportunity",
+                 {"Name": "Big deal", "AccountId": acct, "StageName": "Closed Won", "CloseDate": "2026-01-31",
+                  "Amount": 1234.5})
+    assert r.status_code == 201, r.text
+    row = api.query(f"SELECT Amount, IsWon, CloseDate, Account.Id FROM Opportunity WHERE Id = '{r.json()['id']}'")[0]
+    assert row["IsWon"] is True and row["Amount"] == 1234.5 and row["CloseDate"] == "2026-01-31"
+    assert row["Account"]["Id"] == acct
+    missing_acct = "001" + "0" * 12
+    bad = api.call("POST", "/sobjects/Opportunity",
+                   {"Name": "x", "AccountId": missing_acct, "StageName": "Prospecting", "CloseDate": "2026-01-31"})
+    err = _error(bad, 400, "INVALID_CROSS_REFERENCE_KEY")
+    assert err["fields"] == ["AccountId"]
+    wrong_type = api.call("POST", "/sobjects/Opportunity", {"Name": "x", "AccountId": acct.replace("001", "006", 1),
+                                                            "StageName": "Prospecting", "CloseDate": "2026-01-31"})
+    assert "id value of incorrect type" in _error(wrong_type, 400, "MALFORMED_ID")["message"]
+
+
+def test_create_errors_say_what_salesforce_says(api: Api) -> None:
+    err = _error(api.call("POST", "/sobjects/Opportunity", {"Name": "x"}), 400, "REQUIRED_FIELD_MISSING")
+    assert err["message"] == "Required fields are missing: [StageName, CloseDate]"
+    assert err["fields"] == ["StageName", "CloseDate"]
+    err = _error(api.call("POST", "/sobjects/Account", {"Name": "x", "Nope__c": 1}), 400, "INVALID_FIELD")
+    assert err["message"] == "No such column 'Nope__c' on sobject of type Account"
+    err = _error(api.call("POST", "/sobjects/Opportunity", {"Name": "x", "IsWon": True}), 400,
+                 "INVALID_FIELD_FOR_INSERT_UPDATE")
+    assert err["message"].startswith("Unable to create/update fields: IsWon.") and err["fields"] == ["IsWon"]
+    _error(api.call("POST", "/sobjects/Account", raw=b"{not json"), 400, "JSON_PARSER_ERROR")
+    _error(api.call("POST", "/sobjects/Account", [{"Name": "x"}]), 400, "JSON_PARSER_ERROR")
+    _error(api.call("POST", "/sobjects/Opportunity",
+                    {"Name": "x", "StageName": "P", "CloseDate": "2026-01-31", "Amount": "lots"}),
+           400, "JSON_PARSER_ERROR")
+    err = _error(api.call("POST", "/sobjects/Organization", {"Name": "x"}), 400, "INVALID_TYPE_FOR_OPERATION")
+    assert err["message"] == "entity type cannot be inserted: Organization"
+    _error(api.call("POST", "/sobjects/Nope__c", {"Name": "x"}), 404, "NOT_FOUND")
+    assert len(api.query("SELECT Id FROM Account")) == 10  # nothing was written by a refused call
+
+
+def test_update_and_delete_answer_204_and_then_entity_is_deleted(api: Api) -> None:
+    acct = api.query("SELECT Id, Name FROM Account ORDER BY Name LIMIT 1")[0]
+    r = api.call("PATCH", f"/sobjects/Account/{acct['Id']}", {"Industry": "Robotics"})
+    assert r.status_code == 204 and r.content == b""
+    assert api.query(f"SELECT Industry FROM Account WHERE Id = '{acct['Id']}'")[0]["Industry"] == "Robotics"
+    # a 15-character id names the same record
+    assert api.call("PATCH", f"/sobjects/Account/{acct['Id'][:15]}", {"Name": "Renamed"}).status_code == 204
+    err = _error(api.call("PATCH", f"/sobjects/Account/{acct['Id']}", {"Name": None}), 400, "REQUIRED_FIELD_MISSING")
+    assert err["fields"] == ["Name"]
+    opps_before = api.query(f"SELECT Id FROM Opportunity WHERE AccountId = '{acct['Id']}'")
+    assert opps_before
+    r = api.call("DELETE", f"/sobjects/Account/{acct['Id']}")
+    assert r.status_code == 204 and r.content == b""
+    assert api.query(f"SELECT Id FROM Account WHERE Id = '{acct['Id']}'") == []
+    # Salesforce cascades an Account's delete to its Opportunities
+    assert api.query(f"SELECT Id FROM Opportunity WHERE AccountId = '{acct['Id']}'") == []
+    _error(api.call("DELETE", f"/sobjects/Account/{acct['Id']}"), 404, "ENTITY_IS_DELETED")
+    _error(api.call("PATCH", f"/sobjects/Account/{acct['Id']}", {"Name": "x"}), 404, "ENTITY_IS_DELETED")
+    _error(api.call("DELETE", f"/sobjects/Opportunity/{opps_before[0]['Id']}"), 404, "ENTITY_IS_DELETED")
+    assert api.call("GET", f"/sobjects/Account/{acct['Id']}").status_code == 404
+
+
+def test_update_and_delete_of_bad_ids(api: Api) -> None:
+    _error(api.call("PATCH", "/sobjects/Account/001abc", {"Name": "x"}), 400, "MALFORMED_ID")
+    opp = api.query("SELECT Id FROM Opportunity LIMIT 1")[0]["Id"]
+    err = _error(api.call("DELETE", f"/sobjects/Account/{opp}"), 400, "MALFORMED_ID")
+    assert err["message"] == f"Account ID: id value of incorrect type: {opp}"
+    _error(api.call("DELETE", "/sobjects/Account/001" + "0" * 15), 404, "NOT_FOUND")
+    err = _error(api.call("DELETE", "/sobjects/User/005" + "0" * 15), 400, "INVALID_TYPE_FOR_OPERATION")
+    assert err["message"] == "entity type cannot be deleted: User"
+
+
+def test_upsert_by_external_id_answers_per_api_version(emulator: RunningEmulator, api: Api) -> None:
+    r = api.call("PATCH", "/sobjects/Account/External_Id__c/EXT-1", {"Name": "Upserted"})
+    assert r.status_code == 201, r.text
+    assert r.json() == {"id": r.json()["id"], "success": True, "errors": [], "created": True}
+    new_id = r.json()["id"]
+    r = api.call("PATCH", "/sobjects/Account/External_Id__c/EXT-1", {"Industry": "Media"})
+    assert r.status_code == 200 and r.json() == {"id": new_id, "success": True, "errors": [], "created": False}
+    rows = api.query("SELECT Id, Name, Industry, External_Id__c FROM Account WHERE External_Id__c = 'EXT-1'")
+    assert rows == [{"attributes": rows[0]["attributes"], "Id": new_id, "Name": "Upserted", "Industry": "Media",
+                     "External_Id__c": "EXT-1"}]
+    old = Api(emulator, "45.0")
+    r = old.call("PATCH", "/sobjects/Account/External_Id__c/EXT-1", {"Industry": "Games"})
+    assert r.status_code == 204 and r.content == b""
+    r = old.call("PATCH", "/sobjects/Account/External_Id__c/EXT-2", {"Name": "Old API"})
+    assert r.status_code == 201 and set(r.json()) == {"id", "success", "errors"}
+
+
+def test_upsert_errors_and_multiple_matches(api: Api) -> None:
+    err = _error(api.call("PATCH", "/sobjects/Account/Name/Acme", {"Industry": "x"}), 404, "NOT_FOUND")
+    assert err["message"] == "Provided external ID field does not exist or is not accessible: Name"
+    err = _error(api.call("PATCH", "/sobjects/Account/External_Id__c/NEW", {"Industry": "x"}), 400,
+                 "REQUIRED_FIELD_MISSING")
+    assert err["fields"] == ["Name"]
+    for name in ("Dup A", "Dup B"):
+        assert api.call("POST", "/sobjects/Account", {"Name": name, "External_Id__c": "DUP"}).status_code == 201
+    r = api.call("PATCH", "/sobjects/Account/External_Id__c/DUP", {"Industry": "x"})
+    assert r.status_code == 300
+    assert len(r.json()) == 2 and all(u.startswith(f"/services/data/v{V}/sobjects/Account/001") for u in r.json())
+    assert api.query("SELECT Id FROM Account WHERE Industry = 'x'") == []
+    r = api.call("DELETE", "/sobjects/Account/External_Id__c/EXT-NONE")
+    _error(r, 404, "NOT_FOUND")
+
+
+def test_delete_by_external_id(api: Api) -> None:
+    assert api.call("PATCH", "/sobjects/Account/External_Id__c/GONE", {"Name": "Soon gone"}).status_code == 201
+    assert api.call("DELETE", "/sobjects/Account/External_Id__c/GONE").status_code == 204
+    assert api.query("SELECT Id FROM Account WHERE External_Id__c = 'GONE'") == []
+
+
+def test_dml_needs_a_session_and_counts_api_usage(emulator: RunningEmulator, api: Api) -> None:
+    r = HTTP.post(api.base + "/sobjects/Account", json={"Name": "x"}, headers={"Authorization": "Bearer nope"})
+    assert r.status_code == 401 and r.json()[0]["errorCode"] == "INVALID_SESSION_ID"
+    before = emulator.org.api_requests_used
+    r = api.call("POST", "/sobjects/Account", {"Name": "Counted"})
+    assert r.status_code == 201
+    assert emulator.org.api_requests_used == before + 1
+    assert r.headers["Sforce-Limit-Info"] == f"api-usage={before + 1}/15000"
+
+
+def test_reset_forgets_written_records(emulator: RunningEmulator, api: Api) -> None:
+    assert api.call("POST", "/sobjects/Account", {"Name": "Temporary"}).status_code == 201
+    emulator.org.reset()
+    fresh = Api(emulator)
+    assert fresh.query("SELECT Id FROM Account WHERE Name = 'Temporary'") == []
