@@ -113,7 +113,6 @@ def _set_state(call: RestCall, job: IngestJob, wanted: Any) -> None:
         else:
             raise JobError("INVALIDJOBSTATE", f"Invalid state: {wanted}. Use UploadComplete or Aborted")
         job.modstamp = org.clock.now()
-        ingest.settle(org, job)
 
 
 async def batches(request: Request) -> Response:
