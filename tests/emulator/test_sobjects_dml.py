@@ -187,3 +187,16 @@ def test_reset_forgets_written_records(emulator: RunningEmulator, api: Api) -> N
     emulator.org.reset()
     fresh = Api(emulator)
     assert fresh.query("SELECT Id FROM Account WHERE Name = 'Temporary'") == []
+
+
+def test_describe_says_what_dml_may_write(api: Api) -> None:
+    account = api.call("GET", "/sobjects/Account/describe").json()
+    assert account["createable"] and account["updateable"] and account["deletable"]
+    fields = {f["name"]: f for f in account["fields"]}
+    assert fields["External_Id__c"]["externalId"] and fields["External_Id__c"]["idLookup"]
+    assert fields["External_Id__c"]["custom"] and not fields["Name"]["custom"]
+    assert fields["Name"]["createable"] and not fields["Name"]["nillable"] and not fields["Id"]["createable"]
+    opp = {f["name"]: f for f in api.call("GET", "/sobjects/Opportunity/describe").json()["fields"]}
+    assert opp["Amount"]["updateable"] and not opp["IsWon"]["createable"]
+    org = api.call("GET", "/sobjects/Organization/describe").json()
+    assert not org["createable"] and not org["deletable"]
