@@ -34,6 +34,8 @@ __all__ = [
 
 _ALNUM = string.ascii_letters + string.digits
 _NULL_CSV = "#N/A"
+#: system audit fields: set by every write, never writable (Salesforce needs a special permission)
+_AUDIT_FIELDS = ("CreatedDate", "LastModifiedDate", "SystemModstamp")
 
 
 class DmlError(Exception):
@@ -66,7 +68,7 @@ class ObjectSpec:
     writable: dict[str, str]
     required: tuple[str, ...] = ()
     external_ids: tuple[str, ...] = ()
-    read_only: tuple[str, ...] = ("Id",)
+    read_only: tuple[str, ...] = ("Id", *_AUDIT_FIELDS)
     references: dict[str, str] = field(default_factory=dict)
 
 
@@ -80,7 +82,7 @@ WRITABLE: dict[str, ObjectSpec] = {
         "Opportunity", "006", "opportunities",
         {"Name": "string", "AccountId": "reference", "Amount": "double", "StageName": "string",
          "CloseDate": "date"},
-        required=("Name", "StageName", "CloseDate"), read_only=("Id", "IsWon", "IsClosed"),
+        required=("Name", "StageName", "CloseDate"), read_only=("Id", "IsWon", "IsClosed", *_AUDIT_FIELDS),
         references={"AccountId": "Account"},
     ),
 }
@@ -206,6 +208,13 @@ def _fields(org: Org, spec: ObjectSpec, values: dict[str, Any], from_csv: bool) 
     return out
 
 
+def _stamp(org: Org, row: dict[str, Any], created: bool) -> None:
+    now = dt.datetime.fromtimestamp(org.clock.now(), dt.timezone.utc)
+    if created:
+        row["CreatedDate"] = now
+    row["LastModifiedDate"] = row["SystemModstamp"] = now
+
+
 def _derive(spec: ObjectSpec, row: dict[str, Any]) -> None:
     if spec.name == "Opportunity":
         stage = row.get("StageName") or ""
@@ -233,6 +242,7 @@ def insert(org: Org, spec: ObjectSpec, values: dict[str, Any], from_csv: bool = 
         _missing(spec, row)
         row["Id"] = _new_id(spec)
         _derive(spec, row)
+        _stamp(org, row, created=True)
         _rows(org, spec).append(row)
         return str(row["Id"])
 
@@ -246,6 +256,7 @@ def update(org: Org, spec: ObjectSpec, record_id: str, values: dict[str, Any], f
         _missing(spec, merged)
         row.update(changes)
         _derive(spec, row)
+        _stamp(org, row, created=False)
         return str(row["Id"])
 
 

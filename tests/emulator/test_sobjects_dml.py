@@ -200,3 +200,17 @@ def test_describe_says_what_dml_may_write(api: Api) -> None:
     assert opp["Amount"]["updateable"] and not opp["IsWon"]["createable"]
     org = api.call("GET", "/sobjects/Organization/describe").json()
     assert not org["createable"] and not org["deletable"]
+
+
+def test_writes_stamp_audit_fields_on_the_org_clock(emulator: RunningEmulator, api: Api) -> None:
+    err = _error(api.call("POST", "/sobjects/Account", {"Name": "x", "CreatedDate": "2020-01-01T00:00:00Z"}), 400,
+                 "INVALID_FIELD_FOR_INSERT_UPDATE")
+    assert err["fields"] == ["CreatedDate"]
+    t0 = emulator.org.clock.now()
+    new_id = api.call("POST", "/sobjects/Account", {"Name": "Stamped"}).json()["id"]
+    assert HTTP.post(f"{emulator.base_url}/__emulator/clock", json={"advance": 3600}).status_code == 200
+    assert api.call("PATCH", f"/sobjects/Account/{new_id}", {"Industry": "Later"}).status_code == 204
+    row = next(r for r in emulator.org.accounts if r["Id"] == new_id)
+    assert t0 <= row["CreatedDate"].timestamp() < t0 + 60
+    assert row["SystemModstamp"] == row["LastModifiedDate"]
+    assert t0 + 3600 <= row["SystemModstamp"].timestamp() < t0 + 3660
