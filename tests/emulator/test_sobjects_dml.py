@@ -214,3 +214,13 @@ def test_writes_stamp_audit_fields_on_the_org_clock(emulator: RunningEmulator, a
     assert t0 <= row["CreatedDate"].timestamp() < t0 + 60
     assert row["SystemModstamp"] == row["LastModifiedDate"]
     assert t0 + 3600 <= row["SystemModstamp"].timestamp() < t0 + 3660
+
+
+def test_faults_and_unserved_writes(emulator: RunningEmulator, api: Api) -> None:
+    emulator.org.set_faults("query", sequence=["json503"])
+    r = api.call("POST", "/sobjects/Account", {"Name": "Never written"})
+    assert r.status_code == 503 and r.json()[0]["errorCode"] == "SERVER_UNAVAILABLE"
+    assert api.query("SELECT Id FROM Account WHERE Name = 'Never written'") == []
+    for method, path in (("POST", "/query"), ("PUT", "/sobjects/Account"), ("POST", "/sobjects/Account/describe/x")):
+        r = api.call(method, path, {"Name": "x"})
+        assert r.status_code == 405 and r.json()[0]["errorCode"] == "METHOD_NOT_ALLOWED", (method, path)
