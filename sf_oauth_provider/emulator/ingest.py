@@ -198,6 +198,9 @@ def _rows(job: IngestJob) -> list[list[str]]:
 def _check_header(job: IngestJob, spec: ObjectSpec) -> None:
     known = {n.lower() for n in (*spec.read_only, *spec.writable)}
     for name in job.header:
+        rel_name, dot, _ = name.partition(".")
+        if dot and records.relationship(spec, rel_name) is not None:
+            continue
         if name.lower() not in known:
             raise JobError("InvalidBatch", f"Field name not found : {name}")
     if job.operation in ("delete", "hardDelete") and [h.lower() for h in job.header] != ["id"]:

@@ -186,11 +186,51 @@ def _label(name: str) -> str:
     return name[:-2] + " ID" if name.endswith("Id") else name
 
 
+def relationship(spec: ObjectSpec, name: str) -> tuple[str, ObjectSpec] | None:
+    """``(foreign key field, target spec)`` when ``name`` is a relationship of the object
+    (``Account`` → ``AccountId`` on Opportunity)."""
+    for fk, target in spec.references.items():
+        if fk[:-2].lower() == name.lower():
+            return fk, WRITABLE[target]
+    return None
+
+
+def _by_foreign_external_id(org: Org, spec: ObjectSpec, name: str, raw: Any) -> tuple[str, str] | None:
+    """Resolve a reference by the parent's external id: JSON ``{"Account": {"External_Id__c": v}}``
+    or a CSV column ``Account.External_Id__c``; returns ``(foreign key field, parent id)``."""
+    if isinstance(raw, dict):
+        rel_name, pairs = name, [(k, v) for k, v in raw.items() if k != "attributes"]
+    elif "." in name and isinstance(raw, str):
+        rel_name, _, ext = name.partition(".")
+        pairs = [(ext, raw)]
+    else:
+        return None
+    rel = relationship(spec, rel_name)
+    if rel is None or len(pairs) != 1:
+        raise DmlError("INVALID_FIELD", f"No such column '{name}' on sobject of type {spec.name}", [name])
+    (fk, target), (ext, value) = rel, pairs[0]
+    matches = find_by_external_id(org, target, ext, str(value))
+    if not matches:
+        raise DmlError(
+            "INVALID_FIELD", f"Foreign key external ID: {value} not found for field {ext} in entity {target.name}",
+            [fk],
+        )
+    if len(matches) > 1:
+        ids = ", ".join(r["Id"] for r in matches)
+        raise DmlError("DUPLICATE_EXTERNAL_ID", f"{ext}: more than one record found for external id field: [{ids}]",
+                       [fk])
+    return fk, str(matches[0]["Id"])
+
+
 def _fields(org: Org, spec: ObjectSpec, values: dict[str, Any], from_csv: bool) -> dict[str, Any]:
     """Validate names and convert values; CSV cells left empty are skipped."""
     out: dict[str, Any] = {}
     for name, raw in values.items():
-        if name == "attributes":
+        if name == "attributes" or (from_csv and raw == ""):
+            continue
+        ref = _by_foreign_external_id(org, spec, name, raw)
+        if ref is not None:
+            out[ref[0]] = ref[1]
             continue
         canonical = _canonical(spec, name)
         if canonical is None:
@@ -202,8 +242,6 @@ def _fields(org: Org, spec: ObjectSpec, values: dict[str, Any], from_csv: bool) 
                 "and verify that it is read/write for your profile or permission set.",
                 [canonical],
             )
-        if from_csv and raw == "":
-            continue
         out[canonical] = _to_value(org, spec, canonical, raw, from_csv)
     return out
 

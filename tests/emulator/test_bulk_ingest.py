@@ -114,6 +114,19 @@ def test_failed_rows_carry_salesforces_error_wording(bulk: Bulk) -> None:
     assert len(bulk.query("SELECT Id FROM Opportunity")) == 31
 
 
+def test_opportunities_reference_accounts_by_external_id(bulk: Bulk) -> None:
+    bulk.run("Name,External_Id__c\nParent Co,P-1\n", object="Account", operation="insert")
+    parent = bulk.query("SELECT Id FROM Account WHERE External_Id__c = 'P-1'")[0]["Id"]
+    text = "Name,StageName,CloseDate,Account.External_Id__c\nChild,Prospecting,2026-04-01,P-1\n" \
+           "Orphan,Prospecting,2026-04-01,P-404\n"
+    job_id = bulk.run(text, object="Opportunity", operation="insert")
+    assert bulk.job(job_id).json()["numberRecordsFailed"] == 1
+    assert [r["AccountId"] for r in bulk.query("SELECT AccountId FROM Opportunity WHERE Name = 'Child'")] == [parent]
+    failed = bulk.results(job_id, "failedResults")
+    assert failed[1][1] == ("INVALID_FIELD:Foreign key external ID: P-404 not found for field External_Id__c in "
+                            "entity Account:AccountId --")
+
+
 def test_update_upsert_delete_and_hard_delete(bulk: Bulk) -> None:
     accounts = bulk.query("SELECT Id, Name FROM Account ORDER BY Name LIMIT 3")
     missing = "001" + "0" * 15

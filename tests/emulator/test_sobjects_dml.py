@@ -224,3 +224,14 @@ def test_faults_and_unserved_writes(emulator: RunningEmulator, api: Api) -> None
     for method, path in (("POST", "/query"), ("PUT", "/sobjects/Account"), ("POST", "/sobjects/Account/describe/x")):
         r = api.call(method, path, {"Name": "x"})
         assert r.status_code == 405 and r.json()[0]["errorCode"] == "METHOD_NOT_ALLOWED", (method, path)
+
+
+def test_reference_by_the_parents_external_id(api: Api) -> None:
+    parent = api.call("PATCH", "/sobjects/Account/External_Id__c/PARENT-1", {"Name": "Parent"}).json()["id"]
+    opp = {"Name": "Child", "StageName": "Prospecting", "CloseDate": "2026-05-01"}
+    r = api.call("POST", "/sobjects/Opportunity", {**opp, "Account": {"External_Id__c": "parent-1"}})
+    assert r.status_code == 201, r.text
+    assert api.query(f"SELECT AccountId FROM Opportunity WHERE Id = '{r.json()['id']}'")[0]["AccountId"] == parent
+    err = _error(api.call("POST", "/sobjects/Opportunity", {**opp, "Account": {"External_Id__c": "NOPE"}}), 400,
+                 "INVALID_FIELD")
+    assert err["message"] == "Foreign key external ID: NOPE not found for field External_Id__c in entity Account"
