@@ -45,6 +45,8 @@ LINE_ENDINGS = {"LF": "\n", "CRLF": "\r\n"}
 CHUNK_ROWS = 10_000
 MAX_JOBS = 1000
 FINISHED = ("JobComplete", "Failed", "Aborted")
+#: Salesforce deletes finished jobs after seven days
+KEEP_FINISHED_SECONDS = 7 * 86400
 _ALNUM = string.ascii_letters + string.digits
 
 
@@ -175,10 +177,14 @@ def settle(org: Org, job: IngestJob) -> None:
 
 
 def settle_all(org: Org) -> None:
-    """Settle every job (so rows a finished job wrote are visible to the next REST query)."""
+    """Settle every job (so rows a finished job wrote are visible to the next REST query) and
+    forget jobs finished more than seven days ago."""
     with org.lock:
+        now = org.clock.now()
         for job in list(org.ingest_jobs.values()):
             settle(org, job)
+            if job.state in FINISHED and now - job.modstamp > KEEP_FINISHED_SECONDS:
+                del org.ingest_jobs[job.id]
 
 
 def _rows(job: IngestJob) -> list[list[str]]:

@@ -199,6 +199,10 @@ def test_wrong_states_abort_delete_and_list(bulk: Bulk) -> None:
     assert {j["id"]: j["state"] for j in listing["records"]} == {job_id: "Aborted", other: "JobComplete"}
     assert bulk.job(job_id, "DELETE").status_code == 204
     assert bulk.job(job_id).status_code == 404
+    bulk.advance(7 * 86400 + 60)  # Salesforce deletes finished jobs after seven days
+    bulk.auth = {"Authorization": f"Bearer {jwt_token(bulk.emu)['access_token']}"}
+    assert HTTP.get(f"{bulk.base}/jobs/ingest", headers=bulk.auth).json()["records"] == []
+    assert bulk.job(other).status_code == 404
 
 
 def test_pipe_delimiter_crlf_and_several_uploads(bulk: Bulk) -> None:

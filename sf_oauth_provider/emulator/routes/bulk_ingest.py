@@ -20,7 +20,7 @@ from .data import RestCall, begin
 
 __all__ = ["routes"]
 
-#: Salesforce's limit for one upload (150 MB of CSV)
+#: Salesforce's limit for a job's data (150 MB of CSV)
 MAX_UPLOAD_BYTES = 150 * 1024 * 1024
 _RESULT_KINDS = ("successfulResults", "failedResults", "unprocessedrecords")
 #: states from which a job may be deleted ("Delete a Job": UploadComplete, JobComplete, Aborted, Failed)
@@ -126,11 +126,11 @@ async def batches(request: Request) -> Response:
         if ctype != "text/csv":
             raise JobError("INVALIDCONTENTTYPE", f"Unsupported content type {ctype}: use text/csv")
         chunks: list[bytes] = []
-        size = 0
+        size = sum(len(u) for u in the_job.uploads)  # the limit is for a job's data in total
         async for chunk in request.stream():
             size += len(chunk)
             if size > MAX_UPLOAD_BYTES:
-                raise JobError("INVALIDBATCH", "The upload exceeds 150 MB", 413)
+                raise JobError("INVALIDBATCH", "The job's data exceeds 150 MB", 413)
             chunks.append(chunk)
         text = b"".join(chunks).decode("utf-8", "replace")
         with call.org.lock:
