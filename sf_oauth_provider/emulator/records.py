@@ -103,6 +103,49 @@ def _rows(org: Org, spec: ObjectSpec) -> list[dict[str, Any]]:
     return rows
 
 
+class _Index:
+    """Lookups over one object's rows: id (15 characters) → row, and per external id field the
+    lowered value → rows. Kept current by this module's writes; rebuilt when the row list was
+    replaced or changed size behind its back (seeding, ``reset``)."""
+
+    def __init__(self, rows: list[dict[str, Any]], external_ids: tuple[str, ...]) -> None:
+        self.rows = rows
+        self.size = len(rows)
+        self.by_id = {r["Id"][:15]: r for r in rows}
+        self.by_ext: dict[str, dict[str, list[dict[str, Any]]]] = {f: {} for f in external_ids}
+        for row in rows:
+            self.add_ext(row)
+
+    def add_ext(self, row: dict[str, Any]) -> None:
+        for name, values in self.by_ext.items():
+            if row.get(name):
+                values.setdefault(str(row[name]).lower(), []).append(row)
+
+    def drop_ext(self, row: dict[str, Any]) -> None:
+        for name, values in self.by_ext.items():
+            if row.get(name):
+                key = str(row[name]).lower()
+                values[key] = [r for r in values.get(key, []) if r is not row]
+
+    def add(self, row: dict[str, Any]) -> None:
+        self.by_id[row["Id"][:15]] = row
+        self.add_ext(row)
+        self.size += 1
+
+    def remove(self, row: dict[str, Any]) -> None:
+        self.by_id.pop(row["Id"][:15], None)
+        self.drop_ext(row)
+        self.size -= 1
+
+
+def _index(org: Org, spec: ObjectSpec) -> _Index:
+    rows = _rows(org, spec)
+    idx: _Index | None = org.record_indexes.get(spec.name)
+    if idx is None or idx.rows is not rows or idx.size != len(rows):
+        idx = org.record_indexes[spec.name] = _Index(rows, spec.external_ids)
+    return idx
+
+
 def check_id(spec: ObjectSpec, record_id: str) -> None:
     """``MALFORMED_ID`` unless ``record_id`` is a 15/18-character id of this object."""
     if len(record_id) not in (15, 18) or not record_id.isalnum():
@@ -115,9 +158,9 @@ def find(org: Org, spec: ObjectSpec, record_id: str) -> dict[str, Any]:
     """The live row with this id; ``ENTITY_IS_DELETED`` / ``NOT_FOUND`` (404) otherwise."""
     check_id(spec, record_id)
     with org.lock:
-        for row in _rows(org, spec):
-            if row["Id"][:15] == record_id[:15]:
-                return row
+        row = _index(org, spec).by_id.get(record_id[:15])
+        if row is not None:
+            return row
         if record_id[:15] in org.deleted_records:
             raise DmlError("ENTITY_IS_DELETED", "entity is deleted", [], 404)
     raise DmlError("NOT_FOUND", "The requested resource does not exist", [], 404)
@@ -137,7 +180,7 @@ def find_by_external_id(org: Org, spec: ObjectSpec, field_name: str, value: str)
             "NOT_FOUND", f"Provided external ID field does not exist or is not accessible: {field_name}", [], 404
         )
     with org.lock:
-        return [r for r in _rows(org, spec) if str(r.get(canonical) or "").lower() == value.lower()]
+        return list(_index(org, spec).by_ext[canonical].get(value.lower(), []))
 
 
 def _canonical(spec: ObjectSpec, name: str) -> str | None:
@@ -176,7 +219,7 @@ def _to_value(org: Org, spec: ObjectSpec, name: str, raw: Any, from_csv: bool) -
         except DmlError:
             raise DmlError("MALFORMED_ID", f"{_label(name)}: id value of incorrect type: {value}", [name]) from None
         with org.lock:
-            if not any(r["Id"][:15] == value[:15] for r in _rows(org, target)):
+            if value[:15] not in _index(org, target).by_id:
                 raise DmlError("INVALID_CROSS_REFERENCE_KEY", "invalid cross reference id", [name])
         return sf_id18(value) if len(value) == 15 else value
     return value
@@ -281,7 +324,9 @@ def insert(org: Org, spec: ObjectSpec, values: dict[str, Any], from_csv: bool = 
         row["Id"] = _new_id(spec)
         _derive(spec, row)
         _stamp(org, row, created=True)
+        idx = _index(org, spec)
         _rows(org, spec).append(row)
+        idx.add(row)
         return str(row["Id"])
 
 
@@ -292,7 +337,12 @@ def update(org: Org, spec: ObjectSpec, record_id: str, values: dict[str, Any], f
         changes = _fields(org, spec, values, from_csv)
         merged = {**row, **changes}
         _missing(spec, merged)
+        touches_ext = any(name in changes for name in spec.external_ids)
+        if touches_ext:
+            _index(org, spec).drop_ext(row)
         row.update(changes)
+        if touches_ext:
+            _index(org, spec).add_ext(row)
         _derive(spec, row)
         _stamp(org, row, created=False)
         return str(row["Id"])
@@ -302,14 +352,25 @@ def delete(org: Org, spec: ObjectSpec, record_id: str) -> str:
     """Delete a record (an Account takes its Opportunities with it, as Salesforce cascades)."""
     with org.lock:
         row = find(org, spec, record_id)
-        rows = _rows(org, spec)
-        rows.remove(row)
+        idx = _index(org, spec)
+        _remove(_rows(org, spec), row)
+        idx.remove(row)
         org.deleted_records[row["Id"][:15]] = (spec.name, row)
         if spec.name == "Account":
-            for opp in [o for o in org.opportunities if o.get("AccountId") == row["Id"]]:
-                org.opportunities.remove(opp)
+            children = [o for o in org.opportunities if o.get("AccountId") == row["Id"]]
+            for opp in children:
+                _remove(org.opportunities, opp)
                 org.deleted_records[opp["Id"][:15]] = ("Opportunity", opp)
+            # the Opportunity index sees the changed size and rebuilds itself
         return str(row["Id"])
+
+
+def _remove(rows: list[dict[str, Any]], row: dict[str, Any]) -> None:
+    """Remove ``row`` by identity (``list.remove`` compares dicts by value)."""
+    for i, candidate in enumerate(rows):
+        if candidate is row:
+            del rows[i]
+            return
 
 
 def upsert(

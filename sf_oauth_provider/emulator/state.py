@@ -330,10 +330,11 @@ class Org:
         self.approvals: dict[str, Approval] = {}
         self.cursors: dict[str, tuple[str, list[dict[str, Any]]]] = {}
         #: record DML and ingest jobs (``records.py``, ``ingest.py``): deleted rows by 15-char id,
-        #: ingest jobs by id, Bulk API batches used (``DailyBulkApiBatches``)
+        #: ingest jobs by id, Bulk API batches used (``DailyBulkApiBatches``), lookup indexes
         self.deleted_records: dict[str, tuple[str, dict[str, Any]]] = {}
         self.ingest_jobs: dict[str, Any] = {}
         self.bulk_batches_used = 0
+        self.record_indexes: dict[str, Any] = {}
         self._issued: list[str] = []
         self.api_requests_used = 0
         self._logins: dict[str, deque[float]] = {}
@@ -361,6 +362,7 @@ class Org:
             self.deleted_records.clear()
             self.ingest_jobs.clear()
             self.bulk_batches_used = 0
+            self.record_indexes.clear()
             self._issued = []
             self.api_requests_used = 0
             self._logins.clear()
