@@ -235,3 +235,15 @@ def test_reference_by_the_parents_external_id(api: Api) -> None:
     err = _error(api.call("POST", "/sobjects/Opportunity", {**opp, "Account": {"External_Id__c": "NOPE"}}), 400,
                  "INVALID_FIELD")
     assert err["message"] == "Foreign key external ID: NOPE not found for field External_Id__c in entity Account"
+
+
+def test_changing_an_external_id_moves_the_upsert_target(api: Api) -> None:
+    first = api.call("PATCH", "/sobjects/Account/External_Id__c/OLD", {"Name": "Moving"}).json()["id"]
+    assert api.call("PATCH", f"/sobjects/Account/{first}", {"External_Id__c": "NEW"}).status_code == 204
+    r = api.call("PATCH", "/sobjects/Account/External_Id__c/new", {"Industry": "Found"})
+    assert r.status_code == 200 and r.json()["id"] == first
+    r = api.call("PATCH", "/sobjects/Account/External_Id__c/OLD", {"Name": "Second"})
+    assert r.status_code == 201 and r.json()["id"] != first
+    assert api.call("DELETE", f"/sobjects/Account/{first}").status_code == 204
+    r = api.call("PATCH", "/sobjects/Account/External_Id__c/NEW", {"Name": "Third"})
+    assert r.status_code == 201  # the deleted record no longer answers to its external id
