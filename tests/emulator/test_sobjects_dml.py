@@ -247,3 +247,15 @@ def test_changing_an_external_id_moves_the_upsert_target(api: Api) -> None:
     assert api.call("DELETE", f"/sobjects/Account/{first}").status_code == 204
     r = api.call("PATCH", "/sobjects/Account/External_Id__c/NEW", {"Name": "Third"})
     assert r.status_code == 201  # the deleted record no longer answers to its external id
+
+
+def test_retrieve_by_external_id(api: Api) -> None:
+    new_id = api.call("PATCH", "/sobjects/Account/External_Id__c/GET-1", {"Name": "Fetched"}).json()["id"]
+    r = api.call("GET", "/sobjects/Account/External_Id__c/GET-1")
+    assert r.status_code == 200 and r.json()["Id"] == new_id and r.json()["Name"] == "Fetched"
+    assert r.json()["attributes"]["url"].endswith(f"/sobjects/Account/{new_id}")
+    _error(api.call("GET", "/sobjects/Account/External_Id__c/NONE"), 404, "NOT_FOUND")
+    err = _error(api.call("GET", "/sobjects/Account/Industry/Energy"), 404, "NOT_FOUND")
+    assert err["message"] == "Provided external ID field does not exist or is not accessible: Industry"
+    assert api.call("POST", "/sobjects/Account", {"Name": "Twin", "External_Id__c": "GET-1"}).status_code == 201
+    assert api.call("GET", "/sobjects/Account/External_Id__c/GET-1").status_code == 300

@@ -38,6 +38,7 @@ def test_create_update_upsert_delete(sf: Salesforce) -> None:
     assert sf.Account.upsert("External_Id__c/SS-1", {"Industry": "Energy"}) == 200
     rows = sf.query("SELECT Name, Industry FROM Account WHERE External_Id__c = 'SS-1'")["records"]
     assert [(r["Name"], r["Industry"]) for r in rows] == [("Upserted Co", "Energy")]
+    assert sf.Account.get_by_custom_id("External_Id__c", "SS-1")["Name"] == "Upserted Co"
     assert sf.Account.delete(new_id) == 204
     assert sf.query(f"SELECT Id FROM Account WHERE Id = '{new_id}'")["totalSize"] == 0
     with pytest.raises(SalesforceResourceNotFound) as deleted:

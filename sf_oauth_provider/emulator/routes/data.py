@@ -26,7 +26,7 @@ from ..soql import SoqlError, Table, build_tables, execute, find_table, parse, s
 from ..state import AccessTokenRecord, Org
 from ._common import bearer, data_error, guard, org_of
 
-__all__ = ["LATEST_VERSION", "RestCall", "begin", "routes", "versions"]
+__all__ = ["LATEST_VERSION", "RestCall", "begin", "retrieve", "routes", "versions"]
 
 LATEST_VERSION = 64
 _FIRST_VERSION = 20
@@ -157,7 +157,8 @@ def _limits(call: _Call) -> Response:
     )
 
 
-def _retrieve(call: _Call, table: Table, record_id: str, request: Request) -> Response:
+def retrieve(call: _Call, table: Table, record_id: str, request: Request) -> Response:
+    """One record by id (``?fields=`` picks fields), as ``GET …/sobjects/{type}/{id}`` answers."""
     if not table.url_ids or len(record_id) not in (15, 18):
         return _not_found()
     row = next((r for r in table.rows if r.get("Id") and r["Id"][:15] == record_id[:15]), None)
@@ -190,7 +191,7 @@ def _sobjects(call: _Call, parts: list[str], request: Request) -> Response:
         return JSONResponse({"objectDescribe": sobject_basic(table, call.version), "recentItems": []})
     if parts[1] == "describe":
         return JSONResponse(describe_sobject(table, call.version))
-    return _retrieve(call, table, parts[1], request)
+    return retrieve(call, table, parts[1], request)
 
 
 def _resources(version: str) -> dict[str, str]:

@@ -17,7 +17,7 @@ from starlette.routing import Route
 from .. import records
 from ..records import DmlError, ObjectSpec
 from ..soql import find_table
-from .data import RestCall, begin
+from .data import RestCall, begin, retrieve
 
 __all__ = ["routes"]
 
@@ -105,6 +105,8 @@ async def by_external_id(request: Request) -> Response:
 
     async def work(call: RestCall) -> Response:
         field_name, value = request.path_params["field"], request.path_params["value"]
+        if request.method == "GET":
+            return _get_by_external_id(call, request, field_name, value)
         if request.method == "DELETE":
             spec = _spec(call, request.path_params["sobject"], "deleted")
             matches = records.find_by_external_id(call.org, spec, field_name, value)
@@ -125,6 +127,20 @@ async def by_external_id(request: Request) -> Response:
         return _upsert_answer(call, record_id, created)
 
     return await _run(request, work)
+
+
+def _get_by_external_id(call: RestCall, request: Request, field_name: str, value: str) -> Response:
+    """``GET …/sobjects/{type}/{field}/{value}``: the record, as retrieve by id answers it."""
+    table = find_table(call.tables(), request.path_params["sobject"])
+    spec = records.spec_of(table.name) if table is not None else None
+    if table is None or spec is None:
+        raise DmlError("NOT_FOUND", "The requested resource does not exist", [], 404)
+    matches = records.find_by_external_id(call.org, spec, field_name, value)
+    if len(matches) > 1:
+        return _multiple(call, spec, matches)
+    if not matches:
+        raise DmlError("NOT_FOUND", "The requested resource does not exist", [], 404)
+    return retrieve(call, table, matches[0]["Id"], request)
 
 
 def _multiple(call: RestCall, spec: ObjectSpec, matches: list[dict[str, Any]]) -> Response:
@@ -150,5 +166,5 @@ def routes() -> list[Route]:
         Route(base, create, methods=["POST"]),
         Route(base + "/", create, methods=["POST"]),
         Route(base + "/{record_id}", by_id, methods=["PATCH", "DELETE"]),
-        Route(base + "/{field}/{value}", by_external_id, methods=["PATCH", "DELETE"]),
+        Route(base + "/{field}/{value}", by_external_id, methods=["GET", "HEAD", "PATCH", "DELETE"]),
     ]
