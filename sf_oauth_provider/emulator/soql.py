@@ -703,7 +703,10 @@ def build_tables(org: Org, viewer: User) -> dict[str, Table]:
             {},
             [org_row],
         ),
-        "Account": Table("Account", {"Id": "id", "Name": "string", "Industry": "string", **_AUDIT}, {}, account_rows),
+        "Account": Table(
+            "Account", {"Id": "id", "Name": "string", "Industry": "string", "External_Id__c": "string", **_AUDIT}, {},
+            account_rows,
+        ),
         "Opportunity": Table(
             "Opportunity",
             {

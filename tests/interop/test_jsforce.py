@@ -45,7 +45,7 @@ def node_modules() -> Path:
         pytest.skip("npm/node not installed: the jsforce interop test needs Node.js and npm")
     if not (CACHE / "node_modules" / "jsforce" / "package.json").exists():
         CACHE.mkdir(parents=True, exist_ok=True)
-        subprocess.run([npm, "install", "--no-audit", "--no-fund", "--prefix", str(CACHE), "jsforce@3"],
+        subprocess.run([npm, "install", "--no-audit", "--no-fund", "--prefix", str(CACHE), "jsforce@3.10.16"],
                        check=True, timeout=300, capture_output=True)
     return CACHE / "node_modules"
 

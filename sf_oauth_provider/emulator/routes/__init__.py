@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from starlette.routing import BaseRoute
 
-from . import admin, bulk, data, identity, oauth
+from . import admin, bulk, bulk_ingest, data, identity, oauth, sobjects
 
 __all__ = ["all_routes"]
 
@@ -17,4 +17,5 @@ def all_routes() -> list[BaseRoute]:
     out: list[BaseRoute] = []
     for prefix in ("", "/login", "/test"):
         out += oauth.routes(prefix) + identity.routes(prefix)
-    return out + bulk.routes() + data.routes() + admin.routes()  # bulk ahead of data's catch-all
+    # bulk and DML ahead of data's catch-all
+    return out + bulk.routes() + sobjects.routes() + bulk_ingest.routes() + data.routes() + admin.routes()

@@ -21,6 +21,7 @@ from starlette.routing import Route
 
 from ..bulk_query import DAILY_JOB_LIMIT
 from ..describe import column_metadata, describe_global, describe_sobject, sobject_basic
+from ..ingest import settle_all
 from ..methods import method_not_allowed
 from ..soql import SoqlError, Table, build_tables, execute, find_table, parse, selected_columns
 from ..state import AccessTokenRecord, Org
@@ -28,7 +29,7 @@ from ..versions import LATEST_VERSION, bulk_version_error, rest_version_error, v
 from . import search
 from ._common import Bases, bearer, data_error, guard, org_of
 
-__all__ = ["LATEST_VERSION", "routes", "versions"]
+__all__ = ["LATEST_VERSION", "RestCall", "begin", "retrieve", "routes", "versions"]
 
 _MAX_CURSORS = 500
 _RESOURCES = (
@@ -59,9 +60,18 @@ class _Call:
         """The ``Sforce-Limit-Info`` header value."""
         return f"api-usage={self.used}/{self.org.settings.api_request_limit}"
 
+    def finish(self, response: Response) -> Response:
+        """Stamp ``Sforce-Limit-Info`` on the call's answer."""
+        response.headers["Sforce-Limit-Info"] = self.limit_info
+        return response
+
     def tables(self) -> dict[str, Table]:
         """The queryable tables as the caller sees them."""
         return build_tables(self.org, self.org.users[self.rec.user_id])
+
+
+#: the public name of a REST call, for the route modules that share :func:`begin`
+RestCall = _Call
 
 
 async def list_versions(request: Request) -> Response:
@@ -129,7 +139,7 @@ def _limits(call: _Call) -> Response:
             "ConcurrentSyncReportRuns": limit(20),
             "DailyApiRequests": limit(s.api_request_limit, max(0, s.api_request_limit - used)),
             "DailyAsyncApexExecutions": limit(250000),
-            "DailyBulkApiBatches": limit(15000),
+            "DailyBulkApiBatches": limit(15000, max(0, 15000 - call.org.bulk_batches_used)),
             "DailyBulkV2QueryJobs": limit(DAILY_JOB_LIMIT, max(0, DAILY_JOB_LIMIT - bulk_jobs)),
             "DailyStreamingApiEvents": limit(10000),
             "DataStorageMB": limit(1024, 1019),
@@ -140,7 +150,8 @@ def _limits(call: _Call) -> Response:
     )
 
 
-def _retrieve(call: _Call, table: Table, record_id: str, request: Request) -> Response:
+def retrieve(call: _Call, table: Table, record_id: str, request: Request) -> Response:
+    """One record by id (``?fields=`` picks fields), as ``GET …/sobjects/{type}/{id}`` answers."""
     if not table.url_ids or len(record_id) not in (15, 18):
         return _not_found()
     row = next((r for r in table.rows if r.get("Id") and r["Id"][:15] == record_id[:15]), None)
@@ -173,7 +184,7 @@ def _sobjects(call: _Call, parts: list[str], request: Request) -> Response:
         return JSONResponse({"objectDescribe": sobject_basic(table, call.version), "recentItems": []})
     if parts[1] == "describe":
         return JSONResponse(describe_sobject(table, call.version))
-    return _retrieve(call, table, parts[1], request)
+    return retrieve(call, table, parts[1], request)
 
 
 def _resources(call: _Call, request: Request) -> dict[str, str]:
@@ -203,22 +214,20 @@ async def _dispatch(call: _Call, parts: list[str], request: Request) -> Response
     return _not_found()
 
 
-async def data_api(request: Request) -> Response:
-    """``/services/data/vNN.N/...``: faults, the version, the session, the API limit, then the
-    resource."""
+async def begin(request: Request, version: str, *, allowed: tuple[str, ...] | None = None,
+                bulk: bool = False) -> _Call | Response:
+    """The preamble of every REST call: faults, the version (``vNN.N``; a retired one answers 410,
+    or 400 ``InvalidVersion`` on Bulk paths), the method (when ``allowed`` is given), the session,
+    the API limit. Returns the call, or the response that ends it (use :meth:`_Call.finish` on the
+    call's answer)."""
     org = org_of(request)
     faulted = await guard(org, "query", data_api=True)
     if faulted is not None:
         return faulted
-    parts = [p for p in request.path_params["rest"].split("/") if p]
-    if not parts:  # "/services/data/" with a method the versions list does not serve
-        return method_not_allowed(request.method, ("GET",))
-    # Bulk API 2.0 (…/jobs/…) refuses a retired version 400 InvalidVersion, the rest of REST 410
-    refused = (bulk_version_error if parts[1:2] == ["jobs"] else rest_version_error)(parts[0])
+    refused = (bulk_version_error if bulk else rest_version_error)(version)
     if refused is not None:
         return refused
-    allowed = _METHODS.get(parts[1], ("GET",)) if len(parts) == 2 else ("GET",)
-    if request.method not in allowed and not (request.method == "HEAD" and "GET" in allowed):
+    if allowed is not None and request.method not in allowed and not (request.method == "HEAD" and "GET" in allowed):
         return method_not_allowed(request.method, allowed)
     rec = org.use_access_token(bearer(request))
     if rec is None:
@@ -226,10 +235,22 @@ async def data_api(request: Request) -> Response:
     used = org.count_api_request()
     if used is None:
         return data_error("REQUEST_LIMIT_EXCEEDED", "TotalRequests Limit exceeded.", 403)
-    call = _Call(org, parts[0][1:], rec, used)
-    response = await _dispatch(call, parts[1:], request)
-    response.headers["Sforce-Limit-Info"] = call.limit_info
-    return response
+    settle_all(org)  # rows written by an ingest job that has finished meanwhile are visible
+    return _Call(org, version[1:], rec, used)
+
+
+async def data_api(request: Request) -> Response:
+    """``/services/data/vNN.N/...``: the preamble (:func:`begin`: faults, the version, the method,
+    the session, the API limit), then the resource."""
+    parts = [p for p in request.path_params["rest"].split("/") if p]
+    if not parts:  # "/services/data/" with a method the versions list does not serve
+        faulted = await guard(org_of(request), "query", data_api=True)
+        return faulted or method_not_allowed(request.method, ("GET",))
+    allowed = _METHODS.get(parts[1], ("GET",)) if len(parts) == 2 else ("GET",)
+    call = await begin(request, parts[0], allowed=allowed, bulk=parts[1:2] == ["jobs"])
+    if isinstance(call, Response):
+        return call
+    return call.finish(await _dispatch(call, parts[1:], request))
 
 
 def routes() -> list[Route]:
