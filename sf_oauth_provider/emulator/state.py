@@ -31,6 +31,8 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
 from .bulk_query import BulkQueryStore
+from .soql_rows import ResultIndex
+from .synthetic import SyntheticObjects
 
 __all__ = [
     "ACCESS_TOKEN_PREFIX_SEP",
@@ -329,8 +331,10 @@ class Org:
         self.opportunities: list[dict[str, Any]] = []
         self.access_tokens: dict[str, AccessTokenRecord] = {}
         self.approvals: dict[str, Approval] = {}
-        self.cursors: dict[str, tuple[str, list[dict[str, Any]]]] = {}
+        #: REST query cursors: (user id, the records, or where they are for a synthetic object)
+        self.cursors: dict[str, tuple[str, list[dict[str, Any]] | ResultIndex]] = {}
         self.bulk_query = BulkQueryStore()
+        self.synthetic = SyntheticObjects()
         self._issued: list[str] = []
         self.api_requests_used = 0
         self._logins: dict[str, deque[float]] = {}
@@ -356,6 +360,7 @@ class Org:
             self.approvals.clear()
             self.cursors.clear()
             self.bulk_query.clear()
+            self.synthetic.reset()
             self._issued = []
             self.api_requests_used = 0
             self._logins.clear()
