@@ -134,6 +134,7 @@ class Settings:
     * ``api_request_limit`` — REST API requests per rolling 24 h (``DailyApiRequests``; 15000).
     * ``is_sandbox`` / ``org_name`` — what the ``Organization`` object says.
     * ``bulk_query_delay`` — seconds (org clock) a Bulk API 2.0 query job takes (0.5).
+    * ``bulk_result_page_records`` — records behind each ``resultUrl`` of ``…/resultPages`` (50000).
     """
 
     session_timeout: float = 7200.0
@@ -144,6 +145,7 @@ class Settings:
     is_sandbox: bool = False
     org_name: str = "Emulated Org"
     bulk_query_delay: float = 0.5
+    bulk_result_page_records: int = 50000
 
     def update(self, values: dict[str, Any]) -> None:
         """Apply a dict of settings; unknown names raise ``KeyError``."""

@@ -327,3 +327,23 @@ def test_date_literals_compare_on_dates_and_datetimes(emulator: RunningEmulator,
     assert older["totalSize"] == sum(r["CreatedDate"][:10] < created_day for r in recs) > 0
     recent = query(emulator, tok, "SELECT Id FROM Opportunity WHERE CreatedDate = LAST_N_DAYS:400").json()
     assert recent["totalSize"] == len(recs)
+
+
+def test_result_pages_point_at_every_page(emulator: RunningEmulator, tok: str) -> None:
+    """``resultPages`` (v58.0+): up to five result URLs an answer, then ``nextRecordsUrl``; the URLs
+    fetched in any order give every record once."""
+    _admin(emulator, "settings", {"bulk_result_page_records": 4})
+    job_id = _completed(emulator, tok, "SELECT Id FROM Opportunity")
+    first = HTTP.get(f"{_jobs_url(emulator)}/{job_id}/resultPages", headers=_auth(tok)).json()
+    assert list(first) == ["resultPages", "nextRecordsUrl", "done"] and first["done"] is False
+    assert len(first["resultPages"]) == 5
+    second = HTTP.get(emulator.base_url + first["nextRecordsUrl"], headers=_auth(tok)).json()
+    assert second["done"] is True and second["nextRecordsUrl"] is None and len(second["resultPages"]) == 3
+    urls = [p["resultUrl"] for p in first["resultPages"] + second["resultPages"]]
+    ids: list[str] = []
+    for url in reversed(urls):  # parallel readers finish in any order
+        r = HTTP.get(emulator.base_url + url, headers=_auth(tok))
+        assert r.status_code == 200 and _rows(r)[0] == ["Id"]
+        ids += [row[0] for row in _rows(r)[1:]]
+    assert len(ids) == len(set(ids)) == emulator.org.seed_facts["opportunity_count"]
+    assert HTTP.get(f"{_jobs_url(emulator, '57.0')}/{job_id}/resultPages", headers=_auth(tok)).status_code == 404
