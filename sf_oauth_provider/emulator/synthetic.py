@@ -98,6 +98,16 @@ class SyntheticRows(Sequence[dict[str, Any]]):
             return self.seeded[index]
         return self.row(index - len(self.seeded))
 
+    def by_id(self, record_id: str) -> dict[str, Any] | None:
+        """The row with this 15- or 18-character id, found without a scan for a synthetic one."""
+        id15 = record_id[:15]
+        if id15.startswith("006SY") and all(c in _B62 for c in id15[5:]):
+            i = 0
+            for c in id15[5:]:
+                i = i * 62 + _B62.index(c)
+            return self.row(i) if i < self.n else None
+        return next((r for r in self.seeded if r.get("Id") and r["Id"][:15] == id15), None)
+
     def row(self, i: int) -> dict[str, Any]:
         """Synthetic row ``i`` (0-based), a pure function of the constructor's arguments and ``i``."""
         h = _mix(self.key ^ i)

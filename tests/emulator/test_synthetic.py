@@ -69,6 +69,12 @@ def test_synthetic_rows_through_rest_and_bulk_pages(emulator: RunningEmulator, t
     assert synthetic["Id"].startswith("006") and len(synthetic["Id"]) == 18
     again = HTTP.get(base + first["nextRecordsUrl"], headers={"Authorization": f"Bearer {tok}"}).json()
     assert again["records"] == more["records"]  # row i is a pure function of i
+    got = HTTP.get(f"{base}/services/data/v{V}/sobjects/Opportunity/{synthetic['Id']}",
+                   headers={"Authorization": f"Bearer {tok}"})
+    assert got.status_code == 200 and got.json()["Name"] == synthetic["Name"]
+    beyond = synthetic["Id"][:5] + "zzzzzzzzzz"  # an id past the last synthetic row
+    assert HTTP.get(f"{base}/services/data/v{V}/sobjects/Opportunity/{beyond}",
+                    headers={"Authorization": f"Bearer {tok}"}).status_code == 404
     pages = _bulk_pages(base, tok, "SELECT Id, Name, Account.Name, Amount FROM Opportunity", 50_000)
     assert [int(p.headers["Sforce-NumberOfRecords"]) for p in pages] == [50_000] * 4 + [seeded]
     ids: set[str] = set()
