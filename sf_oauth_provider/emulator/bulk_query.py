@@ -53,19 +53,22 @@ _STRINGS = re.compile(r"'(?:\\.|[^'\\])*'")
 _ALNUM = string.ascii_letters + string.digits
 
 # What Bulk API 2.0 refuses at job creation ("Understanding Bulk API 2.0 Query", SOQL
-# considerations): (pattern over the query with its string literals blanked, message).
+# considerations): (pattern, message, whether only the select list is searched), over the query
+# with its string literals blanked. A sub-select after FROM is a semi-join, which Bulk allows.
 _REFUSED = (
     (
         re.compile(r"\(\s*SELECT\b", re.I),
         "Aggregate Relationships not supported in Bulk V2 Query with CSV content type.",
+        True,
     ),
-    (re.compile(r"\bFIELDS\s*\(", re.I), "FIELDS() is not supported in Bulk API 2.0 query jobs."),
-    (re.compile(r"\bTYPEOF\b", re.I), "TYPEOF is not supported in Bulk API 2.0 query jobs."),
-    (re.compile(r"\bGROUP\s+BY\b", re.I), "GROUP BY is not supported in Bulk API 2.0 query jobs."),
-    (re.compile(r"\bOFFSET\b", re.I), "OFFSET is not supported in Bulk API 2.0 query jobs."),
+    (re.compile(r"\bFIELDS\s*\(", re.I), "FIELDS() is not supported in Bulk API 2.0 query jobs.", False),
+    (re.compile(r"\bTYPEOF\b", re.I), "TYPEOF is not supported in Bulk API 2.0 query jobs.", False),
+    (re.compile(r"\bGROUP\s+BY\b", re.I), "GROUP BY is not supported in Bulk API 2.0 query jobs.", False),
+    (re.compile(r"\bOFFSET\b", re.I), "OFFSET is not supported in Bulk API 2.0 query jobs.", False),
     (
         re.compile(r"\b(COUNT|COUNT_DISTINCT|SUM|AVG|MIN|MAX)\s*\(", re.I),
         "Aggregate queries are not supported in Bulk API 2.0 query jobs.",
+        False,
     ),
 )
 
@@ -73,9 +76,9 @@ _REFUSED = (
 def refusal(soql: str) -> str | None:
     """The message Bulk API 2.0 refuses ``soql`` with, or ``None`` if it may run."""
     text = _STRINGS.sub("''", soql)
-    head = re.split(r"\bFROM\b", text, maxsplit=1, flags=re.I)[0]
-    for i, (rx, message) in enumerate(_REFUSED):
-        if rx.search(head if i == 0 else text):  # a sub-select after FROM is a semi-join: allowed
+    select_list = re.split(r"\bFROM\b", text, maxsplit=1, flags=re.I)[0]
+    for rx, message, select_list_only in _REFUSED:
+        if rx.search(select_list if select_list_only else text):
             return message
     return None
 

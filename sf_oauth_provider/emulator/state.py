@@ -55,7 +55,7 @@ __all__ = [
 
 ACCESS_TOKEN_PREFIX_SEP = "!"
 MAX_APPROVALS_PER_APP = 5
-ENDPOINTS: tuple[str, ...] = ("token", "introspect", "revoke", "userinfo", "identity", "query", "openid")
+ENDPOINTS: tuple[str, ...] = ("token", "introspect", "revoke", "userinfo", "identity", "query", "openid", "bulk")
 GRANTS: tuple[str, ...] = ("jwt_bearer", "client_credentials", "refresh_token", "other")
 FAULT_KINDS: tuple[str, ...] = ("json503", "html503", "500", "429", "latency", "reset", "stall", "late", "drop")
 #: faults that let the request do its work first and then lose the answer (the client cannot tell

@@ -347,3 +347,18 @@ def test_result_pages_point_at_every_page(emulator: RunningEmulator, tok: str) -
         ids += [row[0] for row in _rows(r)[1:]]
     assert len(ids) == len(set(ids)) == emulator.org.seed_facts["opportunity_count"]
     assert HTTP.get(f"{_jobs_url(emulator, '57.0')}/{job_id}/resultPages", headers=_auth(tok)).status_code == 404
+
+
+def test_faults_on_the_bulk_endpoint_then_the_same_locator_again(emulator: RunningEmulator, tok: str) -> None:
+    job_id = _completed(emulator, tok, "SELECT Id FROM Opportunity")
+    good = _results(emulator, tok, job_id, maxRecords=10)
+    locator = good.headers["Sforce-Locator"]
+    _admin(emulator, "faults", {"endpoint": "bulk", "sequence": ["json503", "reset"]})
+    assert query(emulator, tok, "SELECT Id FROM Account").status_code == 200  # REST queries unaffected
+    unavailable = _results(emulator, tok, job_id, locator=locator, maxRecords=10)
+    assert unavailable.status_code == 503 and unavailable.json()[0]["errorCode"] == "SERVER_UNAVAILABLE"
+    with pytest.raises(httpx.TransportError):
+        _results(emulator, tok, job_id, locator=locator, maxRecords=10)
+    retry = _results(emulator, tok, job_id, locator=locator, maxRecords=10)
+    assert retry.status_code == 200 and int(retry.headers["Sforce-NumberOfRecords"]) == 10
+    assert HTTP.get(f"{emulator.base_url}/__emulator/counters").json()["endpoints"]["bulk"] >= 5
