@@ -45,8 +45,11 @@ __all__ = [
 DAILY_JOB_LIMIT = 10000
 DELIMITERS = {"BACKQUOTE": "`", "CARET": "^", "COMMA": ",", "PIPE": "|", "SEMICOLON": ";", "TAB": "\t"}
 LINE_ENDINGS = {"LF": "\n", "CRLF": "\r\n"}
-#: jobs kept; the oldest finished ones go first (Salesforce deletes them after 7 days)
+#: jobs kept at most; past it the oldest go first
 _MAX_JOBS = 1000
+#: finished jobs are deleted after 7 days ("Understanding Bulk API 2.0 Query" limits)
+_KEEP = 7 * 86400.0
+_FINISHED = ("JobComplete", "Failed", "Aborted")
 _WINDOW = 24 * 3600.0
 _LIST_PAGE = 1000
 _STRINGS = re.compile(r"'(?:\\.|[^'\\])*'")
@@ -236,8 +239,15 @@ class BulkQueryStore:
                 del self.jobs[oldest.id]
         return True
 
-    def get(self, job_id: str) -> QueryJob | None:
+    def _expire(self, now: float) -> None:
+        """Forget finished jobs older than :data:`_KEEP` (Salesforce deletes them after 7 days)."""
+        with self.lock:
+            for job in [j for j in self.jobs.values() if j.state(now) in _FINISHED and j.finished_at() < now - _KEEP]:
+                del self.jobs[job.id]
+
+    def get(self, job_id: str, now: float) -> QueryJob | None:
         """The job with this id (15 or 18 characters)."""
+        self._expire(now)
         with self.lock:
             return next((j for k, j in self.jobs.items() if k[:15] == job_id[:15] and len(job_id) in (15, 18)), None)
 
@@ -246,8 +256,9 @@ class BulkQueryStore:
         with self.lock:
             self.jobs.pop(job_id, None)
 
-    def listing(self, start: int) -> tuple[list[QueryJob], int | None]:
+    def listing(self, start: int, now: float) -> tuple[list[QueryJob], int | None]:
         """One page of jobs, oldest first, and the start of the next page (``None``: last)."""
+        self._expire(now)
         with self.lock:
             jobs = sorted(self.jobs.values(), key=lambda j: j.created)
         page = jobs[start : start + _LIST_PAGE]

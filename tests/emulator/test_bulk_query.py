@@ -252,6 +252,11 @@ def test_abort_delete_list_and_unknown(emulator: RunningEmulator, tok: str) -> N
         {"message": "The requested resource does not exist", "errorCode": "NOT_FOUND"}
     ]
     assert _results(emulator, tok, done).status_code == 404
+    # finished jobs are deleted after 7 days
+    _admin(emulator, "clock", {"advance": 7 * 86400 + 300})
+    tok2 = jwt_token(emulator)["access_token"]
+    assert HTTP.get(f"{_jobs_url(emulator)}/{running}", headers=_auth(tok2)).status_code == 404
+    assert HTTP.get(_jobs_url(emulator), headers=_auth(tok2)).json()["records"] == []
 
 
 def test_limits_count_query_jobs(emulator: RunningEmulator, tok: str) -> None:

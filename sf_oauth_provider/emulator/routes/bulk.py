@@ -124,7 +124,7 @@ def _list(call: _Call, request: Request) -> Response:
     start = decode_locator(p["queryLocator"]) if p.get("queryLocator") else 0
     if start is None:
         return data_error("INVALID_QUERY_LOCATOR", "invalid query locator", 400)
-    jobs, next_start = call.org.bulk_query.listing(start)
+    jobs, next_start = call.org.bulk_query.listing(start, call.now())
     if (
         p.get("isPkChunkingEnabled", "").lower() == "true"
         or p.get("jobType", "V2Query") != "V2Query"
@@ -282,7 +282,7 @@ async def _dispatch(call: _Call, request: Request) -> Response:
                           "Allowed are GET,HEAD,POST", 405)
     if len(parts) > 2:
         return _not_found()
-    job = call.org.bulk_query.get(parts[0])
+    job = call.org.bulk_query.get(parts[0], call.now())
     if job is None:
         return _not_found()
     return await _job_route(call, job, parts[1] if len(parts) == 2 else "", request)
