@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import csv
+import dataclasses
 import datetime as dt
 import gzip
 import io
@@ -367,3 +368,16 @@ def test_faults_on_the_bulk_endpoint_then_the_same_locator_again(emulator: Runni
     retry = _results(emulator, tok, job_id, locator=locator, maxRecords=10)
     assert retry.status_code == 200 and int(retry.headers["Sforce-NumberOfRecords"]) == 10
     assert HTTP.get(f"{emulator.base_url}/__emulator/counters").json()["endpoints"]["bulk"] >= 5
+
+
+def test_the_ten_thousand_and_first_job_in_a_day_is_refused(emulator: RunningEmulator, tok: str) -> None:
+    first = _create(emulator, tok, OPP_SOQL).json()
+    store = emulator.org.bulk_query
+    template = store.get(first["id"], emulator.org.clock.now())
+    assert template is not None
+    for n in range(9999):  # 9,999 more jobs today, made directly: 10,000 HTTP calls would take a while
+        store.add(dataclasses.replace(template, id=f"750FILL{n:011d}"))
+    refused = _create(emulator, tok, OPP_SOQL)
+    assert refused.status_code == 400 and refused.json()[0]["errorCode"] == "LIMIT_EXCEEDED"
+    limits = HTTP.get(f"{emulator.base_url}/services/data/v{V}/limits", headers=_auth(tok)).json()
+    assert limits["DailyBulkV2QueryJobs"] == {"Max": 10000, "Remaining": 0}
