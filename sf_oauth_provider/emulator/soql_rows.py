@@ -26,14 +26,26 @@ CHECKPOINT = 2000
 UTC = dt.timezone.utc
 
 
+def _csv_datetime(value: dt.datetime) -> str:
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
+
+
+_CSV_FORMATS: dict[type, Callable[[Any], str]] = {
+    bool: lambda v: "true" if v else "false",
+    dt.datetime: _csv_datetime,
+    dt.date: dt.date.isoformat,
+}
+
+
 def csv_text(value: Any) -> str | None:
     """A field value as Bulk API 2.0 writes it in CSV (``None`` for null: an empty field)."""
-    if value is None:
-        return None
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, dt.datetime):
-        return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
+    if value is None or type(value) is str:
+        return value
+    fmt = _CSV_FORMATS.get(type(value))
+    if fmt is not None:
+        return fmt(value)
+    if isinstance(value, dt.datetime):  # subclasses
+        return _csv_datetime(value)
     if isinstance(value, dt.date):
         return value.isoformat()
     return str(value)

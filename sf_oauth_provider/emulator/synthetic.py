@@ -14,13 +14,13 @@ import datetime as dt
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any, overload
 
-__all__ = ["SUPPORTED", "SyntheticObjects", "SyntheticRows"]
+__all__ = ["SUPPORTED", "SyntheticObjects", "SyntheticRows", "synthetic_id"]
 
 SUPPORTED = ("Opportunity",)
 _MASK = (1 << 64) - 1
-_B62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 _STAGES = (
     "Prospecting", "Qualification", "Needs Analysis", "Value Proposition", "Proposal/Price Quote",
     "Negotiation/Review", "Closed Won", "Closed Lost",
@@ -37,19 +37,17 @@ def _mix(x: int) -> int:
     return x ^ (x >> 31)
 
 
-def _b62(n: int, width: int) -> str:
-    out = []
-    for _ in range(width):
-        n, r = divmod(n, 62)
-        out.append(_B62[r])
-    return "".join(reversed(out))
-
-
 def synthetic_id(prefix: str, i: int) -> str:
-    """The 18-character id of synthetic row ``i`` (``…SY…``: never a seeded id)."""
+    """The 18-character id of synthetic row ``i``: ``006SY`` and ``i`` in ten digits (never a
+    seeded id). The case-checksum suffix depends only on the letters, so it is computed once."""
+    return f"{prefix}SY{i:010d}{_suffix(prefix)}"
+
+
+@lru_cache(maxsize=8)
+def _suffix(prefix: str) -> str:
     from .state import sf_id18  # state imports this module
 
-    return sf_id18(prefix + "SY" + _b62(i, 10))
+    return sf_id18(f"{prefix}SY{0:010d}")[15:]
 
 
 @dataclass(frozen=True)
@@ -101,11 +99,9 @@ class SyntheticRows(Sequence[dict[str, Any]]):
     def by_id(self, record_id: str) -> dict[str, Any] | None:
         """The row with this 15- or 18-character id, found without a scan for a synthetic one."""
         id15 = record_id[:15]
-        if id15.startswith("006SY") and all(c in _B62 for c in id15[5:]):
-            i = 0
-            for c in id15[5:]:
-                i = i * 62 + _B62.index(c)
-            return self.row(i) if i < self.n else None
+        if id15.startswith("006SY") and id15[5:].isdigit():
+            i = int(id15[5:])
+            return self.row(i) if i < self.n and synthetic_id("006", i)[:15] == id15 else None
         return next((r for r in self.seeded if r.get("Id") and r["Id"][:15] == id15), None)
 
     def row(self, i: int) -> dict[str, Any]:

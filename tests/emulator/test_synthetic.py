@@ -72,7 +72,7 @@ def test_synthetic_rows_through_rest_and_bulk_pages(emulator: RunningEmulator, t
     got = HTTP.get(f"{base}/services/data/v{V}/sobjects/Opportunity/{synthetic['Id']}",
                    headers={"Authorization": f"Bearer {tok}"})
     assert got.status_code == 200 and got.json()["Name"] == synthetic["Name"]
-    beyond = synthetic["Id"][:5] + "zzzzzzzzzz"  # an id past the last synthetic row
+    beyond = synthetic["Id"][:5] + "9999999999"  # an id past the last synthetic row
     assert HTTP.get(f"{base}/services/data/v{V}/sobjects/Opportunity/{beyond}",
                     headers={"Authorization": f"Bearer {tok}"}).status_code == 404
     pages = _bulk_pages(base, tok, "SELECT Id, Name, Account.Name, Amount FROM Opportunity", 50_000)
