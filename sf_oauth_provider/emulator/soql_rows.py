@@ -85,16 +85,19 @@ class RowPlan:
                 yield i, row
 
     def ordered_indices(self) -> array:
-        """Indices of the matching rows in ``ORDER BY`` order (an array of ints: 8 bytes a row)."""
+        """Indices of the matching rows in ``ORDER BY`` order (an array of ints: 8 bytes a row;
+        each sort key is read once per row)."""
         res = self.resolver
         keyed = [i for i, _ in self.matching()]
         rows = self.table.rows
         for path, desc, nulls_first in reversed(self.query.order):
             nf = (not desc) if nulls_first is None else nulls_first
-            present = [i for i in keyed if res.value(rows[i], path)[0] is not None]
-            missing = [i for i in keyed if res.value(rows[i], path)[0] is None]
-            present.sort(key=lambda i: _sort_key(res.value(rows[i], path)[0]), reverse=desc)
-            keyed = missing + present if nf else present + missing
+            values = [(i, res.value(rows[i], path)[0]) for i in keyed]
+            present = [(i, v) for i, v in values if v is not None]
+            missing = [i for i, v in values if v is None]
+            present.sort(key=lambda iv: _sort_key(iv[1]), reverse=desc)
+            ordered = [i for i, _ in present]
+            keyed = missing + ordered if nf else ordered + missing
         return array("q", keyed)
 
     def json_record(self, row: dict[str, Any], api_version: str) -> dict[str, Any]:

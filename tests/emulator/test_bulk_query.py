@@ -381,3 +381,19 @@ def test_the_ten_thousand_and_first_job_in_a_day_is_refused(emulator: RunningEmu
     assert refused.status_code == 400 and refused.json()[0]["errorCode"] == "LIMIT_EXCEEDED"
     limits = HTTP.get(f"{emulator.base_url}/services/data/v{V}/limits", headers=_auth(tok)).json()
     assert limits["DailyBulkV2QueryJobs"] == {"Max": 10000, "Remaining": 0}
+
+
+@pytest.mark.parametrize(
+    "soql",
+    [
+        "SELECT Id FROM Opportunity ORDER BY StageName DESC, Amount ASC, Name",
+        "SELECT Id FROM Opportunity WHERE Amount > 100000 ORDER BY CloseDate DESC NULLS LAST LIMIT 9",
+        "SELECT Id FROM Opportunity WHERE IsClosed = false LIMIT 5",
+        "SELECT Id FROM Account WHERE Industry = 'Technology' OR Name LIKE '%a%'",
+    ],
+)
+def test_bulk_records_and_order_equal_rest(emulator: RunningEmulator, tok: str, soql: str) -> None:
+    rest = [r["Id"] for r in query(emulator, tok, soql).json()["records"]]
+    job_id = _completed(emulator, tok, soql)
+    pages = _all_pages(emulator, tok, job_id, max_records=4)
+    assert [row[0] for p in pages for row in _rows(p)[1:]] == rest
