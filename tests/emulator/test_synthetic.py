@@ -153,3 +153,12 @@ def test_emulator_memory_stays_flat_while_serving_synthetic_rows(tmp_path: Path)
         for stream in (proc.stdout, proc.stderr):
             if stream is not None:
                 stream.close()
+
+
+@pytest.mark.parametrize("spec", ["Contact=5", "Opportunity=many"])
+def test_cli_refuses_a_synthetic_object_it_cannot_make(tmp_path: Path, spec: str) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "sf_oauth_provider.emulator", "--state-dir", str(tmp_path / "s"), "--synthetic", spec],
+        cwd=ROOT, capture_output=True, text=True, timeout=60,
+    )
+    assert done.returncode == 2 and done.stderr.startswith("error: ") and "READY" not in done.stdout
