@@ -95,6 +95,8 @@ def test_create_answers_job_info_in_upload_complete(emulator: RunningEmulator, t
     assert job["createdById"] == emulator.org.user_by_username(emulator.org.demo.jwt_username).id  # type: ignore[union-attr]
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.000\+0000", job["createdDate"])
     assert r.headers["Sforce-Limit-Info"].startswith("api-usage=")
+    all_rows = _create(emulator, tok, OPP_SOQL, operation="queryAll")
+    assert all_rows.status_code == 200 and all_rows.json()["operation"] == "queryAll"
 
 
 def test_state_moves_with_the_settable_delay_and_clock(emulator: RunningEmulator, tok: str) -> None:
@@ -305,7 +307,7 @@ def test_seeded_records_carry_audit_dates_over_past_days(emulator: RunningEmulat
         assert len({r["CreatedDate"][:10] for r in recs}) >= len(recs) // 2  # spread over many days
 
 
-@pytest.mark.parametrize("style", ["%Y-%m-%dT%H:%M:%SZ", "%Y-%m-%dT%H:%M:%S.000+0000"])
+@pytest.mark.parametrize("style", ["%Y-%m-%dT%H:%M:%SZ", "%Y-%m-%dT%H:%M:%S.000+0000", "%Y-%m-%dT%H:%M:%S+00:00"])
 def test_datetime_literals_filter_rest_and_bulk_alike(emulator: RunningEmulator, tok: str, style: str) -> None:
     recs = query(emulator, tok, AUDIT_SOQL).json()["records"]
     stamps = sorted(_parse_sf(r["SystemModstamp"]) for r in recs)
