@@ -149,7 +149,8 @@ def finished_job(job: BulkQueryJob, conn_id: str) -> BulkQueryJob:
         raise SalesforceBulkJobError(
             f"Bulk query job {job.id} failed — Salesforce says: {job.error_message or '(no errorMessage)'}",
             error="Failed", error_description=job.error_message,
-            hint="fix the SOQL, or the user's access to the object",
+            hint="a query that timed out needs a narrower WHERE (an indexed field such as SystemModstamp or Id); "
+            "otherwise fix what the message names (the SOQL, or the user's access to the object)",
             conn_id=conn_id,
         )
     if job.state == "Aborted":

@@ -44,6 +44,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--login-rate-limit", type=int, default=None)
     p.add_argument("--fault", action="append", default=[], metavar="ENDPOINT:KIND[,KIND...]")
     p.add_argument("--fault-rate", action="append", default=[], metavar="ENDPOINT:RATE[:KINDS]")
+    p.add_argument("--synthetic", action="append", default=[], metavar="OBJECT=ROWS",
+                   help="serve ROWS synthetic records of OBJECT (Opportunity) made on demand, e.g. Opportunity=1000000")
     p.add_argument("--tls", action="store_true", help="serve https (certificate and CA written to the state dir)")
     p.add_argument("--print-env", action="store_true", help="print export AIRFLOW_CONN_...=... lines for a shell")
     p.add_argument("--log-level", default="warning")
@@ -77,6 +79,9 @@ def main(argv: list[str] | None = None) -> int:
                 plan["kinds"] = [k for k in kinds.split(",") if k]
         for endpoint, plan in plans.items():
             org.set_faults(endpoint, **plan)
+        for spec in args.synthetic:
+            obj, _, rows = spec.partition("=")
+            org.synthetic.configure(obj, int(rows), org.clock.now(), initial=True)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

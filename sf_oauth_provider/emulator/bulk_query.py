@@ -4,7 +4,7 @@ A job is created ``UploadComplete``; it reads ``InProgress`` after a quarter of 
 ``bulk_query_delay`` and ``JobComplete`` (or ``Failed``) once the whole delay has passed on the
 org clock, so tests move it with ``POST /__emulator/clock``. When it completes, the query runs
 over a snapshot of the tables the creator sees: matching rows are counted, and every
-:data:`CHECKPOINT` th match records its row index, so a page for any locator starts near its
+:data:`~.soql_rows.CHECKPOINT` th match records its row index, so a page for any locator starts near its
 first row instead of re-reading the rows before it (``ORDER BY`` keeps the sorted indices
 instead). The rows themselves are never listed: pages are written as they stream.
 
@@ -23,16 +23,14 @@ import re
 import secrets
 import string
 import threading
-from array import array
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
 from .soql import SoqlError, Table, parse
-from .soql_rows import RowPlan
+from .soql_rows import ResultIndex, RowPlan, index_result
 
 __all__ = [
-    "CHECKPOINT",
     "DAILY_JOB_LIMIT",
     "DELIMITERS",
     "LINE_ENDINGS",
@@ -47,29 +45,33 @@ __all__ = [
 DAILY_JOB_LIMIT = 10000
 DELIMITERS = {"BACKQUOTE": "`", "CARET": "^", "COMMA": ",", "PIPE": "|", "SEMICOLON": ";", "TAB": "\t"}
 LINE_ENDINGS = {"LF": "\n", "CRLF": "\r\n"}
-#: a row index is kept for every this many matching rows
-CHECKPOINT = 2000
-#: jobs kept; the oldest finished ones go first (Salesforce deletes them after 7 days)
+#: jobs kept at most; past it the oldest go first
 _MAX_JOBS = 1000
+#: finished jobs are deleted after 7 days ("Understanding Bulk API 2.0 Query" limits)
+_KEEP = 7 * 86400.0
+_FINISHED = ("JobComplete", "Failed", "Aborted")
 _WINDOW = 24 * 3600.0
 _LIST_PAGE = 1000
 _STRINGS = re.compile(r"'(?:\\.|[^'\\])*'")
 _ALNUM = string.ascii_letters + string.digits
 
 # What Bulk API 2.0 refuses at job creation ("Understanding Bulk API 2.0 Query", SOQL
-# considerations): (pattern over the query with its string literals blanked, message).
+# considerations): (pattern, message, whether only the select list is searched), over the query
+# with its string literals blanked. A sub-select after FROM is a semi-join, which Bulk allows.
 _REFUSED = (
     (
         re.compile(r"\(\s*SELECT\b", re.I),
         "Aggregate Relationships not supported in Bulk V2 Query with CSV content type.",
+        True,
     ),
-    (re.compile(r"\bFIELDS\s*\(", re.I), "FIELDS() is not supported in Bulk API 2.0 query jobs."),
-    (re.compile(r"\bTYPEOF\b", re.I), "TYPEOF is not supported in Bulk API 2.0 query jobs."),
-    (re.compile(r"\bGROUP\s+BY\b", re.I), "GROUP BY is not supported in Bulk API 2.0 query jobs."),
-    (re.compile(r"\bOFFSET\b", re.I), "OFFSET is not supported in Bulk API 2.0 query jobs."),
+    (re.compile(r"\bFIELDS\s*\(", re.I), "FIELDS() is not supported in Bulk API 2.0 query jobs.", False),
+    (re.compile(r"\bTYPEOF\b", re.I), "TYPEOF is not supported in Bulk API 2.0 query jobs.", False),
+    (re.compile(r"\bGROUP\s+BY\b", re.I), "GROUP BY is not supported in Bulk API 2.0 query jobs.", False),
+    (re.compile(r"\bOFFSET\b", re.I), "OFFSET is not supported in Bulk API 2.0 query jobs.", False),
     (
         re.compile(r"\b(COUNT|COUNT_DISTINCT|SUM|AVG|MIN|MAX)\s*\(", re.I),
         "Aggregate queries are not supported in Bulk API 2.0 query jobs.",
+        False,
     ),
 )
 
@@ -77,9 +79,9 @@ _REFUSED = (
 def refusal(soql: str) -> str | None:
     """The message Bulk API 2.0 refuses ``soql`` with, or ``None`` if it may run."""
     text = _STRINGS.sub("''", soql)
-    head = re.split(r"\bFROM\b", text, maxsplit=1, flags=re.I)[0]
-    for i, (rx, message) in enumerate(_REFUSED):
-        if rx.search(head if i == 0 else text):  # a sub-select after FROM is a semi-join: allowed
+    select_list = re.split(r"\bFROM\b", text, maxsplit=1, flags=re.I)[0]
+    for rx, message, select_list_only in _REFUSED:
+        if rx.search(select_list if select_list_only else text):
             return message
     return None
 
@@ -103,17 +105,6 @@ def _sf_datetime(epoch: float) -> str:
 
 
 @dataclass
-class _Result:
-    """What a completed job found: the plan over its snapshot, the record count, and where to
-    start reading (checkpoints, or the sorted indices for ``ORDER BY``)."""
-
-    plan: RowPlan
-    total: int
-    checkpoints: list[int] = field(default_factory=list)
-    ordered: array | None = None
-
-
-@dataclass
 class QueryJob:
     """One Bulk API 2.0 query job."""
 
@@ -130,7 +121,7 @@ class QueryJob:
     tables: dict[str, Table]
     fail_message: str | None = None
     aborted_at: float | None = None
-    result: _Result | None = None
+    result: ResultIndex | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def state(self, now: float) -> str:
@@ -148,26 +139,11 @@ class QueryJob:
         """When the job stopped (completed, failed or aborted)."""
         return self.aborted_at if self.aborted_at is not None else self.created + self.delay
 
-    def complete(self) -> _Result:
-        """Run the query over the snapshot (once): count the records, keep the checkpoints."""
+    def complete(self) -> ResultIndex:
+        """Run the query over the snapshot (once): count the records, remember where they are."""
         with self.lock:
             if self.result is None:
-                plan = RowPlan(parse(self.soql, self.created), self.tables)
-                limit = plan.query.limit
-                if plan.query.order:
-                    ordered = plan.ordered_indices()
-                    if limit is not None and len(ordered) > limit:
-                        ordered = ordered[:limit]
-                    self.result = _Result(plan, len(ordered), ordered=ordered)
-                else:
-                    total, checkpoints = 0, []
-                    for i, _ in plan.matching():
-                        if limit is not None and total >= limit:
-                            break
-                        if total % CHECKPOINT == 0:
-                            checkpoints.append(i)
-                        total += 1
-                    self.result = _Result(plan, total, checkpoints)
+                self.result = index_result(RowPlan(parse(self.soql, self.created), self.tables))
             return self.result
 
     def info(self, now: float, kind: str = "get") -> dict[str, Any]:
@@ -199,27 +175,6 @@ class QueryJob:
                 body["errorMessage"] = self.fail_message
         return body
 
-    def page_rows(self, offset: int, count: int) -> Iterator[list[str | None]]:
-        """The CSV values of records ``offset`` … ``offset + count - 1``."""
-        result = self.complete()
-        plan = result.plan
-        end = min(offset + count, result.total)
-        if result.ordered is not None:
-            rows = plan.table.rows
-            for k in range(offset, end):
-                yield plan.csv_values(rows[result.ordered[k]])
-            return
-        k = (offset // CHECKPOINT) * CHECKPOINT
-        if k >= end:
-            return
-        start = result.checkpoints[offset // CHECKPOINT]
-        for _, row in plan.matching(start):
-            if k >= end:
-                return
-            if k >= offset:
-                yield plan.csv_values(row)
-            k += 1
-
     def csv_chunks(self, offset: int, count: int, rows_per_chunk: int = 500) -> Iterator[bytes]:
         """One results page as CSV: the header row, then the page's records, in chunks."""
         plan = self.complete().plan
@@ -230,8 +185,8 @@ class QueryJob:
         )
         writer.writerow(plan.header)
         n = 0
-        for values in self.page_rows(offset, count):
-            writer.writerow(values)
+        for row in self.complete().rows(offset, count):
+            writer.writerow(plan.csv_values(row))
             n += 1
             if n % rows_per_chunk == 0:
                 yield buf.getvalue().encode("utf-8")
@@ -284,8 +239,15 @@ class BulkQueryStore:
                 del self.jobs[oldest.id]
         return True
 
-    def get(self, job_id: str) -> QueryJob | None:
+    def _expire(self, now: float) -> None:
+        """Forget finished jobs older than :data:`_KEEP` (Salesforce deletes them after 7 days)."""
+        with self.lock:
+            for job in [j for j in self.jobs.values() if j.state(now) in _FINISHED and j.finished_at() < now - _KEEP]:
+                del self.jobs[job.id]
+
+    def get(self, job_id: str, now: float) -> QueryJob | None:
         """The job with this id (15 or 18 characters)."""
+        self._expire(now)
         with self.lock:
             return next((j for k, j in self.jobs.items() if k[:15] == job_id[:15] and len(job_id) in (15, 18)), None)
 
@@ -294,8 +256,9 @@ class BulkQueryStore:
         with self.lock:
             self.jobs.pop(job_id, None)
 
-    def listing(self, start: int) -> tuple[list[QueryJob], int | None]:
+    def listing(self, start: int, now: float) -> tuple[list[QueryJob], int | None]:
         """One page of jobs, oldest first, and the start of the next page (``None``: last)."""
+        self._expire(now)
         with self.lock:
             jobs = sorted(self.jobs.values(), key=lambda j: j.created)
         page = jobs[start : start + _LIST_PAGE]

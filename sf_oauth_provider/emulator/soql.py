@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -101,7 +102,7 @@ class Table:
     name: str
     fields: dict[str, str]
     relationships: dict[str, tuple[str, str]] = field(default_factory=dict)
-    rows: list[dict[str, Any]] = field(default_factory=list)
+    rows: Sequence[dict[str, Any]] = field(default_factory=list)
     url_ids: bool = True
 
 
@@ -669,7 +670,9 @@ def build_tables(org: Org, viewer: User) -> dict[str, Table]:
             "DefaultLocaleSidKey": "en_US",
         }
         account_rows = [dict(r) for r in org.accounts]
-        opp_rows = [dict(r) for r in org.opportunities]
+        opp_rows = org.synthetic.rows(
+            "Opportunity", [dict(r) for r in org.opportunities], org.seed, [r["Id"] for r in org.accounts]
+        )
     return {
         "OauthToken": Table(
             "OauthToken",

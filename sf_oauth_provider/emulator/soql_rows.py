@@ -12,24 +12,40 @@ from __future__ import annotations
 
 import datetime as dt
 from array import array
+from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
 # the resolver, compiler and sort key are the engine's own: one evaluation of SOQL, two drivers
-from .soql import Query, Table, _compile, _Resolver, _sort_key, _table_of
+from .soql import Query, Table, _compile, _Resolver, _sort_key, _table_of, format_value
 
-__all__ = ["RowPlan", "csv_text"]
+__all__ = ["CHECKPOINT", "ResultIndex", "RowPlan", "csv_text", "index_result"]
+
+#: a row index is kept for every this many matching rows
+CHECKPOINT = 2000
 
 UTC = dt.timezone.utc
 
 
+def _csv_datetime(value: dt.datetime) -> str:
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
+
+
+_CSV_FORMATS: dict[type, Callable[[Any], str]] = {
+    bool: lambda v: "true" if v else "false",
+    dt.datetime: _csv_datetime,
+    dt.date: dt.date.isoformat,
+}
+
+
 def csv_text(value: Any) -> str | None:
     """A field value as Bulk API 2.0 writes it in CSV (``None`` for null: an empty field)."""
-    if value is None:
-        return None
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, dt.datetime):
-        return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
+    if value is None or type(value) is str:
+        return value
+    fmt = _CSV_FORMATS.get(type(value))
+    if fmt is not None:
+        return fmt(value)
+    if isinstance(value, dt.datetime):  # subclasses
+        return _csv_datetime(value)
     if isinstance(value, dt.date):
         return value.isoformat()
     return str(value)
@@ -69,17 +85,44 @@ class RowPlan:
                 yield i, row
 
     def ordered_indices(self) -> array:
-        """Indices of the matching rows in ``ORDER BY`` order (an array of ints: 8 bytes a row)."""
+        """Indices of the matching rows in ``ORDER BY`` order (an array of ints: 8 bytes a row;
+        each sort key is read once per row)."""
         res = self.resolver
         keyed = [i for i, _ in self.matching()]
         rows = self.table.rows
         for path, desc, nulls_first in reversed(self.query.order):
             nf = (not desc) if nulls_first is None else nulls_first
-            present = [i for i in keyed if res.value(rows[i], path)[0] is not None]
-            missing = [i for i in keyed if res.value(rows[i], path)[0] is None]
-            present.sort(key=lambda i: _sort_key(res.value(rows[i], path)[0]), reverse=desc)
-            keyed = missing + present if nf else present + missing
+            values = [(i, res.value(rows[i], path)[0]) for i in keyed]
+            present = [(i, v) for i, v in values if v is not None]
+            missing = [i for i, v in values if v is None]
+            present.sort(key=lambda iv: _sort_key(iv[1]), reverse=desc)
+            ordered = [i for i, _ in present]
+            keyed = missing + ordered if nf else ordered + missing
         return array("q", keyed)
+
+    def json_record(self, row: dict[str, Any], api_version: str) -> dict[str, Any]:
+        """``row`` as the REST API serializes a query record (``attributes``, nested parents)."""
+
+        def attrs(t: Table, r: dict[str, Any]) -> dict[str, Any]:
+            a: dict[str, Any] = {"type": t.name}
+            if t.url_ids and r.get("Id"):
+                a["url"] = f"/services/data/v{api_version}/sobjects/{t.name}/{r['Id']}"
+            return a
+
+        rec: dict[str, Any] = {"attributes": attrs(self.table, row)}
+        for rel, f, _ in self.selected:
+            if rel is None:
+                rec[f] = format_value(row.get(f))
+                continue
+            other = self.resolver.related(row, rel)
+            if other is None:
+                rec[rel] = None
+                continue
+            nested = rec.get(rel)
+            if not isinstance(nested, dict):
+                nested = rec[rel] = {"attributes": attrs(self.tables[self.table.relationships[rel][0]], other)}
+            nested[f] = format_value(other.get(f))
+        return rec
 
     def csv_values(self, row: dict[str, Any]) -> list[str | None]:
         """The selected values of ``row``, formatted for CSV."""
@@ -91,3 +134,54 @@ class RowPlan:
             other = self.resolver.related(row, rel)
             out.append(None if other is None else csv_text(other.get(f)))
         return out
+
+
+@dataclass
+class ResultIndex:
+    """Where a query's records are, without the records: their count, and either the row index
+    of every :data:`CHECKPOINT` th match (``None``: no ``WHERE``, record k is row k) or, for
+    ``ORDER BY``, every match's row index in order."""
+
+    plan: RowPlan
+    total: int
+    checkpoints: list[int] | None = None
+    ordered: array | None = None
+
+    def rows(self, offset: int, count: int) -> Iterator[dict[str, Any]]:
+        """Records ``offset`` … ``offset + count - 1`` (as table rows)."""
+        table_rows = self.plan.table.rows
+        end = min(offset + count, self.total)
+        if self.ordered is not None or self.checkpoints is None:
+            for k in range(offset, end):
+                yield table_rows[self.ordered[k] if self.ordered is not None else k]
+            return
+        if offset >= end:
+            return
+        k = (offset // CHECKPOINT) * CHECKPOINT
+        for _, row in self.plan.matching(self.checkpoints[offset // CHECKPOINT]):
+            if k >= end:
+                return
+            if k >= offset:
+                yield row
+            k += 1
+
+
+def index_result(plan: RowPlan) -> ResultIndex:
+    """Run ``plan`` once to count its records and remember where to find them."""
+    limit = plan.query.limit
+    if plan.query.order:
+        ordered = plan.ordered_indices()
+        if limit is not None and len(ordered) > limit:
+            ordered = ordered[:limit]
+        return ResultIndex(plan, len(ordered), ordered=ordered)
+    if plan.predicate is None:
+        n = len(plan.table.rows)
+        return ResultIndex(plan, n if limit is None else min(n, limit))
+    total, checkpoints = 0, []
+    for i, _ in plan.matching():
+        if limit is not None and total >= limit:
+            break
+        if total % CHECKPOINT == 0:
+            checkpoints.append(i)
+        total += 1
+    return ResultIndex(plan, total, checkpoints)

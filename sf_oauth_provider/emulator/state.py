@@ -31,6 +31,8 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
 from .bulk_query import BulkQueryStore
+from .soql_rows import ResultIndex
+from .synthetic import SyntheticObjects
 
 __all__ = [
     "ACCESS_TOKEN_PREFIX_SEP",
@@ -134,6 +136,7 @@ class Settings:
     * ``bulk_query_delay`` — seconds (org clock) a Bulk API 2.0 query job takes (0.5).
     * ``bulk_ingest_delay`` — org-clock seconds a Bulk API 2.0 ingest job takes after
       ``UploadComplete`` (``InProgress`` for the second half of it), 1.0.
+    * ``bulk_result_page_records`` — records behind each ``resultUrl`` of ``…/resultPages`` (50000).
     """
 
     session_timeout: float = 7200.0
@@ -145,6 +148,7 @@ class Settings:
     org_name: str = "Emulated Org"
     bulk_query_delay: float = 0.5
     bulk_ingest_delay: float = 1.0
+    bulk_result_page_records: int = 50000
 
     def update(self, values: dict[str, Any]) -> None:
         """Apply a dict of settings; unknown names raise ``KeyError``."""
@@ -332,7 +336,8 @@ class Org:
         self.opportunities: list[dict[str, Any]] = []
         self.access_tokens: dict[str, AccessTokenRecord] = {}
         self.approvals: dict[str, Approval] = {}
-        self.cursors: dict[str, tuple[str, list[dict[str, Any]]]] = {}
+        #: REST query cursors: (user id, the records, or where they are for a synthetic object)
+        self.cursors: dict[str, tuple[str, list[dict[str, Any]] | ResultIndex]] = {}
         self.bulk_query = BulkQueryStore()
         #: record DML and ingest jobs (``records.py``, ``ingest.py``): deleted rows by 15-char id,
         #: ingest jobs by id, Bulk API batches used (``DailyBulkApiBatches``), lookup indexes
@@ -340,6 +345,7 @@ class Org:
         self.ingest_jobs: dict[str, Any] = {}
         self.bulk_batches_used = 0
         self.record_indexes: dict[str, Any] = {}
+        self.synthetic = SyntheticObjects()
         self._issued: list[str] = []
         self.api_requests_used = 0
         self._logins: dict[str, deque[float]] = {}
@@ -369,6 +375,7 @@ class Org:
             self.ingest_jobs.clear()
             self.bulk_batches_used = 0
             self.record_indexes.clear()
+            self.synthetic.reset()
             self._issued = []
             self.api_requests_used = 0
             self._logins.clear()

@@ -150,7 +150,7 @@ def test_a_job_that_outlives_the_timeout_is_aborted(emulator, sf_connections, tm
     with pytest.raises(E.SalesforceBulkTimeout) as err:
         h.bulk_extract(SOQL, str(tmp_path / "opps.csv"), poll_interval=0.05, timeout=0.5)
     assert err.value.transient  # Airflow may retry the task later
-    job = emulator.org.bulk_query.get(_job_id(str(err.value)))
+    job = emulator.org.bulk_query.get(_job_id(str(err.value)), emulator.org.clock.now())
     assert job is not None and job.state(emulator.org.clock.now()) == "Aborted"
     assert list(tmp_path.iterdir()) == []  # no file, not even a temporary one
 

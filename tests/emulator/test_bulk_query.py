@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import csv
+import dataclasses
 import datetime as dt
 import gzip
 import io
@@ -94,6 +95,8 @@ def test_create_answers_job_info_in_upload_complete(emulator: RunningEmulator, t
     assert job["createdById"] == emulator.org.user_by_username(emulator.org.demo.jwt_username).id  # type: ignore[union-attr]
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.000\+0000", job["createdDate"])
     assert r.headers["Sforce-Limit-Info"].startswith("api-usage=")
+    all_rows = _create(emulator, tok, OPP_SOQL, operation="queryAll")
+    assert all_rows.status_code == 200 and all_rows.json()["operation"] == "queryAll"
 
 
 def test_state_moves_with_the_settable_delay_and_clock(emulator: RunningEmulator, tok: str) -> None:
@@ -252,6 +255,11 @@ def test_abort_delete_list_and_unknown(emulator: RunningEmulator, tok: str) -> N
         {"message": "The requested resource does not exist", "errorCode": "NOT_FOUND"}
     ]
     assert _results(emulator, tok, done).status_code == 404
+    # finished jobs are deleted after 7 days
+    _admin(emulator, "clock", {"advance": 7 * 86400 + 300})
+    tok2 = jwt_token(emulator)["access_token"]
+    assert HTTP.get(f"{_jobs_url(emulator)}/{running}", headers=_auth(tok2)).status_code == 404
+    assert HTTP.get(_jobs_url(emulator), headers=_auth(tok2)).json()["records"] == []
 
 
 def test_limits_count_query_jobs(emulator: RunningEmulator, tok: str) -> None:
@@ -299,7 +307,7 @@ def test_seeded_records_carry_audit_dates_over_past_days(emulator: RunningEmulat
         assert len({r["CreatedDate"][:10] for r in recs}) >= len(recs) // 2  # spread over many days
 
 
-@pytest.mark.parametrize("style", ["%Y-%m-%dT%H:%M:%SZ", "%Y-%m-%dT%H:%M:%S.000+0000"])
+@pytest.mark.parametrize("style", ["%Y-%m-%dT%H:%M:%SZ", "%Y-%m-%dT%H:%M:%S.000+0000", "%Y-%m-%dT%H:%M:%S+00:00"])
 def test_datetime_literals_filter_rest_and_bulk_alike(emulator: RunningEmulator, tok: str, style: str) -> None:
     recs = query(emulator, tok, AUDIT_SOQL).json()["records"]
     stamps = sorted(_parse_sf(r["SystemModstamp"]) for r in recs)
@@ -327,3 +335,67 @@ def test_date_literals_compare_on_dates_and_datetimes(emulator: RunningEmulator,
     assert older["totalSize"] == sum(r["CreatedDate"][:10] < created_day for r in recs) > 0
     recent = query(emulator, tok, "SELECT Id FROM Opportunity WHERE CreatedDate = LAST_N_DAYS:400").json()
     assert recent["totalSize"] == len(recs)
+
+
+def test_result_pages_point_at_every_page(emulator: RunningEmulator, tok: str) -> None:
+    """``resultPages`` (v58.0+): up to five result URLs an answer, then ``nextRecordsUrl``; the URLs
+    fetched in any order give every record once."""
+    _admin(emulator, "settings", {"bulk_result_page_records": 4})
+    job_id = _completed(emulator, tok, "SELECT Id FROM Opportunity")
+    first = HTTP.get(f"{_jobs_url(emulator)}/{job_id}/resultPages", headers=_auth(tok)).json()
+    assert list(first) == ["resultPages", "nextRecordsUrl", "done"] and first["done"] is False
+    assert len(first["resultPages"]) == 5
+    second = HTTP.get(emulator.base_url + first["nextRecordsUrl"], headers=_auth(tok)).json()
+    assert second["done"] is True and second["nextRecordsUrl"] is None and len(second["resultPages"]) == 3
+    urls = [p["resultUrl"] for p in first["resultPages"] + second["resultPages"]]
+    ids: list[str] = []
+    for url in reversed(urls):  # parallel readers finish in any order
+        r = HTTP.get(emulator.base_url + url, headers=_auth(tok))
+        assert r.status_code == 200 and _rows(r)[0] == ["Id"]
+        ids += [row[0] for row in _rows(r)[1:]]
+    assert len(ids) == len(set(ids)) == emulator.org.seed_facts["opportunity_count"]
+    assert HTTP.get(f"{_jobs_url(emulator, '57.0')}/{job_id}/resultPages", headers=_auth(tok)).status_code == 404
+
+
+def test_faults_on_the_bulk_endpoint_then_the_same_locator_again(emulator: RunningEmulator, tok: str) -> None:
+    job_id = _completed(emulator, tok, "SELECT Id FROM Opportunity")
+    good = _results(emulator, tok, job_id, maxRecords=10)
+    locator = good.headers["Sforce-Locator"]
+    _admin(emulator, "faults", {"endpoint": "bulk", "sequence": ["json503", "reset"]})
+    assert query(emulator, tok, "SELECT Id FROM Account").status_code == 200  # REST queries unaffected
+    unavailable = _results(emulator, tok, job_id, locator=locator, maxRecords=10)
+    assert unavailable.status_code == 503 and unavailable.json()[0]["errorCode"] == "SERVER_UNAVAILABLE"
+    with pytest.raises(httpx.TransportError):
+        _results(emulator, tok, job_id, locator=locator, maxRecords=10)
+    retry = _results(emulator, tok, job_id, locator=locator, maxRecords=10)
+    assert retry.status_code == 200 and int(retry.headers["Sforce-NumberOfRecords"]) == 10
+    assert HTTP.get(f"{emulator.base_url}/__emulator/counters").json()["endpoints"]["bulk"] >= 5
+
+
+def test_the_ten_thousand_and_first_job_in_a_day_is_refused(emulator: RunningEmulator, tok: str) -> None:
+    first = _create(emulator, tok, OPP_SOQL).json()
+    store = emulator.org.bulk_query
+    template = store.get(first["id"], emulator.org.clock.now())
+    assert template is not None
+    for n in range(9999):  # 9,999 more jobs today, made directly: 10,000 HTTP calls would take a while
+        store.add(dataclasses.replace(template, id=f"750FILL{n:011d}"))
+    refused = _create(emulator, tok, OPP_SOQL)
+    assert refused.status_code == 400 and refused.json()[0]["errorCode"] == "LIMIT_EXCEEDED"
+    limits = HTTP.get(f"{emulator.base_url}/services/data/v{V}/limits", headers=_auth(tok)).json()
+    assert limits["DailyBulkV2QueryJobs"] == {"Max": 10000, "Remaining": 0}
+
+
+@pytest.mark.parametrize(
+    "soql",
+    [
+        "SELECT Id FROM Opportunity ORDER BY StageName DESC, Amount ASC, Name",
+        "SELECT Id FROM Opportunity WHERE Amount > 100000 ORDER BY CloseDate DESC NULLS LAST LIMIT 9",
+        "SELECT Id FROM Opportunity WHERE IsClosed = false LIMIT 5",
+        "SELECT Id FROM Account WHERE Industry = 'Technology' OR Name LIKE '%a%'",
+    ],
+)
+def test_bulk_records_and_order_equal_rest(emulator: RunningEmulator, tok: str, soql: str) -> None:
+    rest = [r["Id"] for r in query(emulator, tok, soql).json()["records"]]
+    job_id = _completed(emulator, tok, soql)
+    pages = _all_pages(emulator, tok, job_id, max_records=4)
+    assert [row[0] for p in pages for row in _rows(p)[1:]] == rest

@@ -83,7 +83,7 @@ async def test_the_trigger_aborts_a_job_past_the_timeout(emulator, sf_connection
         task.execute({})
     events = [e.payload async for e in info.value.trigger.run()]
     assert events[0]["status"] == "timeout"
-    job = emulator.org.bulk_query.get(events[0]["job_id"])
+    job = emulator.org.bulk_query.get(events[0]["job_id"], emulator.org.clock.now())
     assert job is not None and job.state(emulator.org.clock.now()) == "Aborted"
     with pytest.raises(AirflowException, match="did not finish in time") as err:
         task.execute_complete({}, events[0])

@@ -1,5 +1,5 @@
 """The emulator's own admin API under ``/__emulator/``: counters, faults, tokens, clock,
-settings, bulk (planned query job failures), reset, info.
+settings, bulk (planned query job failures), synthetic (large objects), reset, info.
 
 Only a program on this machine may use it, and not a web page that this machine's browser
 happens to show: requests from a non-loopback peer, for a host name other than the emulator's
@@ -183,6 +183,16 @@ async def bulk(request: Request) -> Response:
     return JSONResponse({"fail_next_query_job": store.fail_next, "query_jobs": len(store.jobs)})
 
 
+async def synthetic(request: Request) -> Response:
+    """``GET|POST synthetic`` (``{"object": "Opportunity", "rows": n}``; ``rows: 0`` removes
+    them): ``n`` records made on demand after the seeded ones, until the next reset."""
+    org = org_of(request)
+    if request.method == "POST":
+        d = await _json(request)
+        org.synthetic.configure(str(d["object"]), d["rows"], org.clock.now())
+    return JSONResponse(org.synthetic.summary())
+
+
 async def reset(request: Request) -> Response:
     """``POST reset``: back to the seeded state."""
     org_of(request).reset()
@@ -237,6 +247,7 @@ def routes() -> list[Route]:
         Route("/__emulator/clock", _admin(clock), methods=["GET", "POST"]),
         Route("/__emulator/settings", _admin(settings), methods=["GET", "POST"]),
         Route("/__emulator/bulk", _admin(bulk), methods=["GET", "POST"]),
+        Route("/__emulator/synthetic", _admin(synthetic), methods=["GET", "POST"]),
         Route("/__emulator/reset", _admin(reset), methods=["POST"]),
         Route("/__emulator/info", _admin(info), methods=["GET"]),
     ]

@@ -1,6 +1,6 @@
 """Bulk API 2.0 query jobs under ``/services/data/vNN.N/jobs/query`` (Bulk API 2.0 and Bulk API
-Developer Guide, "Query Jobs"): create, list, job info, abort (``PATCH``), delete, and the CSV
-results pages with ``Sforce-Locator`` / ``Sforce-NumberOfRecords``. The jobs themselves live in
+Developer Guide, "Query Jobs"): create, list, job info, abort (``PATCH``), delete, the CSV
+results pages with ``Sforce-Locator`` / ``Sforce-NumberOfRecords``, and ``resultPages``. The jobs themselves live in
 :mod:`..bulk_query`.
 
 Like the rest of ``/services/data``: faults and latency first, then the version, the session
@@ -32,6 +32,8 @@ __all__ = ["routes"]
 _VERSION_RE = re.compile(r"^v(\d+\.\d)$")
 #: query jobs exist from API version 47.0
 _FIRST_VERSION = 47.0
+#: ``resultUrl`` s per ``resultPages`` answer
+_RESULT_URLS = 5
 _STATE_NAMES = {"UploadComplete": "UPLOAD_COMPLETE", "InProgress": "IN_PROGRESS", "Aborted": "ABORTED",
                 "Failed": "FAILED", "JobComplete": "JOB_COMPLETE"}
 
@@ -126,7 +128,7 @@ def _list(call: _Call, request: Request) -> Response:
     start = decode_locator(p["queryLocator"]) if p.get("queryLocator") else 0
     if start is None:
         return data_error("INVALID_QUERY_LOCATOR", "invalid query locator", 400)
-    jobs, next_start = call.org.bulk_query.listing(start)
+    jobs, next_start = call.org.bulk_query.listing(start, call.now())
     if (
         p.get("isPkChunkingEnabled", "").lower() == "true"
         or p.get("jobType", "V2Query") != "V2Query"
@@ -187,7 +189,8 @@ def _wants_gzip(request: Request) -> bool:
     return False
 
 
-async def _results(call: _Call, job: QueryJob, request: Request) -> Response:
+def _not_readable(call: _Call, job: QueryJob) -> Response | None:
+    """409 for another API version than the job's, 412 before ``JobComplete``."""
     if call.version != job.api_version:
         return data_error(
             "API_ERROR",
@@ -200,6 +203,38 @@ async def _results(call: _Call, job: QueryJob, request: Request) -> Response:
             "can only download query results of successfully completed bulk job with status: JOB_COMPLETE. "
             f"Current status: {_STATE_NAMES[state]}", 412,
         )
+    return None
+
+
+async def _result_pages(call: _Call, job: QueryJob, request: Request) -> Response:
+    """``GET …/{id}/resultPages`` (v58.0+): up to five ``resultUrl`` s, then ``nextRecordsUrl``."""
+    if float(call.version) < 58.0:
+        return _not_found()
+    refused = _not_readable(call, job)
+    if refused is not None:
+        return refused
+    result = await run_in_threadpool(job.complete)
+    raw = request.query_params.get("locator", "")
+    offset = decode_locator(raw) if raw else 0
+    if offset is None or offset > result.total:
+        return data_error("INVALID_QUERY_LOCATOR", "invalid query locator", 400)
+    size = max(1, call.org.settings.bulk_result_page_records)
+    base = f"/services/data/v{call.version}/jobs/query/{job.id}"
+    starts = list(range(offset, result.total, size))[:_RESULT_URLS]
+    pages = [{"resultUrl": f"{base}/results?locator={encode_locator(k)}&maxRecords={size}"} for k in starts]
+    nxt = offset + size * _RESULT_URLS
+    more = nxt < result.total
+    return JSONResponse({
+        "resultPages": pages,
+        "nextRecordsUrl": f"{base}/resultPages?locator={encode_locator(nxt)}" if more else None,
+        "done": not more,
+    })
+
+
+async def _results(call: _Call, job: QueryJob, request: Request) -> Response:
+    refused = _not_readable(call, job)
+    if refused is not None:
+        return refused
     result = await run_in_threadpool(job.complete)
     p = request.query_params
     offset = decode_locator(p["locator"]) if p.get("locator") else 0
@@ -230,10 +265,12 @@ async def _job_route(call: _Call, job: QueryJob, tail: str, request: Request) ->
             return _delete(call, job)
         return data_error("METHOD_NOT_ALLOWED", f"HTTP Method '{request.method}' not allowed. "
                           "Allowed are GET,HEAD,PATCH,DELETE", 405)
-    if tail == "results":
+    if tail in ("results", "resultPages"):
         if request.method not in ("GET", "HEAD"):
             return data_error("METHOD_NOT_ALLOWED", f"HTTP Method '{request.method}' not allowed. "
                               "Allowed are GET,HEAD", 405)
+        if tail == "resultPages":
+            return await _result_pages(call, job, request)
         return await _results(call, job, request)
     return _not_found()
 
@@ -249,14 +286,14 @@ async def _dispatch(call: _Call, request: Request) -> Response:
                           "Allowed are GET,HEAD,POST", 405)
     if len(parts) > 2:
         return _not_found()
-    job = call.org.bulk_query.get(parts[0])
+    job = call.org.bulk_query.get(parts[0], call.now())
     if job is None:
         return _not_found()
     return await _job_route(call, job, parts[1] if len(parts) == 2 else "", request)
 
 
 async def query_jobs(request: Request) -> Response:
-    """``/services/data/vNN.N/jobs/query[/{id}[/results]]``."""
+    """``/services/data/vNN.N/jobs/query[/{id}[/results|/resultPages]]``."""
     if request.path_params["rest"] and not request.path_params["rest"].startswith("/"):
         return _not_found()  # /jobs/queryX
     call = await _authenticate(request)

@@ -23,8 +23,10 @@ from ..bulk_query import DAILY_JOB_LIMIT
 from ..describe import column_metadata, describe_global, describe_sobject, sobject_basic
 from ..ingest import settle_all
 from ..methods import method_not_allowed
-from ..soql import SoqlError, Table, build_tables, execute, find_table, parse, selected_columns
+from ..soql import Query, SoqlError, Table, build_tables, execute, find_table, parse, selected_columns
+from ..soql_rows import ResultIndex, RowPlan, index_result
 from ..state import AccessTokenRecord, Org
+from ..synthetic import SyntheticRows
 from ..versions import LATEST_VERSION, bulk_version_error, rest_version_error, versions
 from . import search
 from ._common import Bases, bearer, data_error, guard, org_of
@@ -99,19 +101,50 @@ def _query(call: _Call, request: Request) -> Response:
         if request.query_params.get("columns", "").lower() == "true":
             table, selected = selected_columns(parsed, tables)
             return JSONResponse(column_metadata(table, selected))
+        queried = find_table(tables, parsed.obj)
+        if queried is not None and not isinstance(queried.rows, list):
+            return _streamed_query(call, parsed, tables)
         total, records = execute(parsed, tables, call.version)
     except SoqlError as exc:
         return data_error(exc.error_code, exc.message, 400)
     if parsed.count_only:
         return JSONResponse({"totalSize": total, "done": True, "records": []})
-    locator = "01g" + "".join(secrets.choice(string.ascii_letters + string.digits) for _ in range(15))
-    size = max(1, org.settings.page_size)
-    body = _page(call.version, locator, records, 0, size)
+    locator = _new_locator()
+    body = _page(call.version, locator, records, 0, max(1, org.settings.page_size))
     if not body["done"]:
-        with org.lock:
-            org.cursors[locator] = (call.rec.user_id, records)
-            while len(org.cursors) > _MAX_CURSORS:
-                org.cursors.pop(next(iter(org.cursors)))
+        _keep_cursor(org, locator, call.rec.user_id, records)
+    return JSONResponse(body)
+
+
+def _new_locator() -> str:
+    return "01g" + "".join(secrets.choice(string.ascii_letters + string.digits) for _ in range(15))
+
+
+def _keep_cursor(org: Org, locator: str, user_id: str, found: list[dict[str, Any]] | ResultIndex) -> None:
+    with org.lock:
+        org.cursors[locator] = (user_id, found)
+        while len(org.cursors) > _MAX_CURSORS:
+            org.cursors.pop(next(iter(org.cursors)))
+
+
+def _streamed_page(version: str, locator: str, index: ResultIndex, offset: int, size: int) -> dict[str, Any]:
+    records = [index.plan.json_record(row, version) for row in index.rows(offset, size)]
+    done = offset + size >= index.total
+    body: dict[str, Any] = {"totalSize": index.total, "done": done, "records": records}
+    if not done:
+        body["nextRecordsUrl"] = f"/services/data/v{version}/query/{locator}-{offset + size}"
+    return body
+
+
+def _streamed_query(call: _Call, parsed: Query, tables: dict[str, Table]) -> Response:
+    """A query over a synthetic object: its cursor keeps where the records are, not the records."""
+    index = index_result(RowPlan(parsed, tables))
+    if parsed.count_only:
+        return JSONResponse({"totalSize": index.total, "done": True, "records": []})
+    locator = _new_locator()
+    body = _streamed_page(call.version, locator, index, 0, max(1, call.org.settings.page_size))
+    if not body["done"]:
+        _keep_cursor(call.org, locator, call.rec.user_id, index)
     return JSONResponse(body)
 
 
@@ -122,7 +155,10 @@ def _query_more(call: _Call, locator_and_offset: str) -> Response:
         cursor = org.cursors.get(locator)
     if cursor is None or not off.isdigit() or cursor[0] != call.rec.user_id:
         return data_error("INVALID_QUERY_LOCATOR", "invalid query locator", 400)
-    return JSONResponse(_page(call.version, locator, cursor[1], int(off), max(1, org.settings.page_size)))
+    size = max(1, org.settings.page_size)
+    if isinstance(cursor[1], ResultIndex):
+        return JSONResponse(_streamed_page(call.version, locator, cursor[1], int(off), size))
+    return JSONResponse(_page(call.version, locator, cursor[1], int(off), size))
 
 
 def _limits(call: _Call) -> Response:
@@ -154,7 +190,10 @@ def retrieve(call: _Call, table: Table, record_id: str, request: Request) -> Res
     """One record by id (``?fields=`` picks fields), as ``GET …/sobjects/{type}/{id}`` answers."""
     if not table.url_ids or len(record_id) not in (15, 18):
         return _not_found()
-    row = next((r for r in table.rows if r.get("Id") and r["Id"][:15] == record_id[:15]), None)
+    if isinstance(table.rows, SyntheticRows):
+        row = table.rows.by_id(record_id)  # a million rows are not searched one by one
+    else:
+        row = next((r for r in table.rows if r.get("Id") and r["Id"][:15] == record_id[:15]), None)
     if row is None:
         return _not_found()
     wanted = request.query_params.get("fields")
