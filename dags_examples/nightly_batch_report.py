@@ -136,8 +136,11 @@ with DAG(
     extract_changed_opportunities = SalesforceBulkQueryOperator(
         task_id="extract_changed_opportunities",
         salesforce_oauth_conn_id=CONN_ID,
-        soql="{{ changed_soql(data_interval_start, data_interval_end, logical_date) }}",
-        destination="{{ extract_location(params.output_dir, data_interval_start, data_interval_end, logical_date) }}",
+        # a manual run without a logical date has no data interval: the macros get None then
+        soql="{{ changed_soql(data_interval_start | default(none), data_interval_end | default(none), "
+        "logical_date | default(none)) }}",
+        destination="{{ extract_location(params.output_dir, data_interval_start | default(none), "
+        "data_interval_end | default(none), logical_date | default(none)) }}",
         deferrable=True,
         poll_interval=POKE_INTERVAL / 12,
         timeout=4 * 3600,

@@ -153,6 +153,7 @@ def test_run_succeeds_after_real_deferral(stack_run: StackRun) -> None:
     assert run.run.get("state") == "success", f"run {run.run}; tasks {run.task_states}\n{run.stack.diagnostics()}"
     assert run.task_states == {
         SENSOR: "success",
+        "extract_changed_opportunities": "success",
         "closed_won_report": "success",
         "revoke_requested": "success",
         "revoke_current_token": "skipped",
@@ -175,6 +176,26 @@ def test_run_succeeds_after_real_deferral(stack_run: StackRun) -> None:
     report = xcom["value"] if isinstance(xcom["value"], dict) else json.loads(xcom["value"])
     assert report["opportunities"] == len(run.emulator.org.seed_facts["closed_won_yesterday_ids"])
     assert Path(report["csv_path"]).is_file()
+
+
+def test_bulk_extract_waited_in_the_real_triggerer(stack_run: StackRun) -> None:
+    run = stack_run
+    assert run.task_states.get("extract_changed_opportunities") == "success", run.stack.diagnostics()
+    task = "extract_changed_opportunities"
+    logs = "".join(t for p, t in _task_logs(run).items() if f"task_id={task}" in str(p))
+    # the job was submitted in the worker, watched by the triggerer, streamed after resuming
+    assert "waiting in the triggerer" in logs, logs[-3000:]
+    # the triggerer's own lines in the task log: the trigger fired the job's completion
+    fired = [line for line in logs.splitlines() if "Trigger fired event" in line]
+    assert len(fired) == 1 and "'status': 'success'" in fired[0] and "'state': 'JobComplete'" in fired[0], fired
+    xcom = run.stack.api.get(
+        f"/api/v2/dags/{DAG_ID}/dagRuns/{run.run_id}/taskInstances/{task}/xcomEntries/return_value"
+    ).json()
+    extract = xcom["value"] if isinstance(xcom["value"], dict) else json.loads(xcom["value"])
+    assert set(extract) == {"location", "rows", "bytes", "job_id"}
+    ids = {line.split(",")[0].strip('"') for line in Path(extract["location"]).read_text().splitlines()[1:]}
+    assert len(ids) == extract["rows"] >= len(run.emulator.org.seed_facts["closed_won_yesterday_ids"])
+    assert set(run.emulator.org.seed_facts["closed_won_yesterday_ids"]) <= ids
 
 
 # ---- 3. connection form, test endpoint, Test button --------------------------------------------
