@@ -119,4 +119,4 @@ class Metrics:
 
     def logins_last_hour(self, conn_id: str, count: int) -> None:
         conn = metric_part(conn_id)
-        self._send("gauge", f"{PREFIX}logins_last_hour.{conn}", float(count), {"conn_id": conn})
+        self._send("gauge", f"{PREFIX}logins_last_hour.{conn}", int(count), {"conn_id": conn})
