@@ -1,6 +1,7 @@
 """The login budget's ledger in Redis: every host of a deployment counts against one number.
 
-``sf_oauth:v1:logins:<budget key>`` is a sorted set of login times (score: epoch seconds); one
+``sf_oauth:logins:v1:<budget key>`` (apart from the token entries under ``sf_oauth:v1:``, so
+tools listing those never meet it) is a sorted set of login times (score: epoch seconds); one
 Lua script drops the logins older than the window, counts, and adds this one unless the cap is
 reached — atomically, so hosts racing for the last login cannot both get it. The set expires an
 hour (and a minute) after its last login. Redis down or failing: the host's ledger counts
@@ -12,9 +13,12 @@ from __future__ import annotations
 import os
 
 from sf_oauth_provider.client.budget import WINDOW, Admission, BudgetLedger
-from sf_oauth_provider.client.stores.redis import KEY_PREFIX, RedisStore
+from sf_oauth_provider.client.stores.redis import RedisStore
 
-__all__ = ["RedisLedger"]
+__all__ = ["RedisLedger", "LEDGER_PREFIX"]
+
+#: every login-count key starts with this
+LEDGER_PREFIX = "sf_oauth:logins:v1:"
 
 #: KEYS set; ARGV now, window, cap (0: none), member, admit ('1' or '0')
 _ADMIT_SCRIPT = """
@@ -57,7 +61,7 @@ class RedisLedger:
         member = f"{now:.6f}:{os.getpid()}:{os.urandom(4).hex()}"
         try:
             admitted, count, oldest = self._store._sync().eval(
-                _ADMIT_SCRIPT, 1, f"{KEY_PREFIX}logins:{key}", repr(now), repr(WINDOW), int(cap), member,
+                _ADMIT_SCRIPT, 1, LEDGER_PREFIX + key, repr(now), repr(WINDOW), int(cap), member,
                 "1" if admit else "0",
             )
         except self._store._errors() as exc:

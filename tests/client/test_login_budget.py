@@ -200,7 +200,7 @@ def test_hosts_sharing_redis_share_one_budget(emulator, emulator_connections, tm
     assert sorted(r.get("error", "") for r in results if "error" in r) == ["SalesforceLoginBudgetExceeded"] * 3
     assert emulator_counters(emulator)["endpoints"]["token"] == 3
     key = budget_key(config_of(conn))
-    assert redis_server.client().zcard(f"sf_oauth:v1:logins:{key}") == 3
+    assert redis_server.client().zcard(f"sf_oauth:logins:v1:{key}") == 3
     # no host counted on its own: the budget lived in Redis only
     assert not list(tmp_path.glob("host*/lb-*.logins"))
 
