@@ -11,7 +11,11 @@ import pytest
 
 from sf_oauth_provider.client import OAuthConfig, TokenProvider
 from sf_oauth_provider.client.budget import BudgetSettings
-from sf_oauth_provider.client.errors import SalesforceLoginBudgetExceeded, SalesforceUnavailableError
+from sf_oauth_provider.client.errors import (
+    SalesforceAuthError,
+    SalesforceLoginBudgetExceeded,
+    SalesforceUnavailableError,
+)
 from sf_oauth_provider.client.oauth import RetryPolicy
 
 pytestmark = pytest.mark.timeout(120)
@@ -84,7 +88,8 @@ def test_async_callers_send_the_same(emulator, emulator_connections, tmp_path):
     asyncio.run(three())
     assert sink.names() == [
         *MISS, "sf_oauth.cache_hit.memory",
-        "sf_oauth.lock_wait", "sf_oauth.logins_last_hour.sf_metrics", "sf_oauth.token_request.jwt_bearer.budget_refused",
+        "sf_oauth.lock_wait", "sf_oauth.logins_last_hour.sf_metrics",
+        "sf_oauth.token_request.jwt_bearer.budget_refused",
         "sf_oauth.cache_miss", "sf_oauth.permanent_error.login_budget_exceeded",
     ]
     assert emulator.org.count("token") == 1
@@ -105,7 +110,7 @@ def test_a_refused_key_counts_salesforces_error_code(emulator, emulator_connecti
     sink = Recorder()
     conn = emulator_connections["salesforce_oauth_default"]
     wrong_user = {**conn, "extra": {**conn["extra"], "username": "nobody@example.invalid"}}
-    with pytest.raises(Exception):
+    with pytest.raises(SalesforceAuthError):
         provider_for(wrong_user, tmp_path, sink).get_token()
     assert "sf_oauth.token_request.jwt_bearer.permanent_error" in sink.names()
     assert sink.got[-1][:2] == ("incr", "sf_oauth.permanent_error.invalid_grant")

@@ -7,11 +7,11 @@ from __future__ import annotations
 import logging
 
 import pytest
-from tests.airflow_compat import AirflowFailException
 
 from sf_oauth_provider.client.errors import SalesforceConfigError, SalesforceLoginBudgetExceeded
 from sf_oauth_provider.hooks.salesforce_oauth import SalesforceOAuthHook
 from sf_oauth_provider.sensors.token import SalesforceTokenSensor
+from tests.airflow_compat import AirflowFailException
 
 pytestmark = pytest.mark.timeout(120)
 
