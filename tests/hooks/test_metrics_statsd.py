@@ -12,6 +12,7 @@ import json
 import os
 import socket
 import subprocess
+import sys
 import threading
 from pathlib import Path
 from typing import Any, Iterator
@@ -23,7 +24,8 @@ from sf_oauth_provider.hooks.airflow_metrics import AirflowStatsSink
 
 ROOT = Path(__file__).resolve().parents[2]
 DAGS = Path(__file__).resolve().parent / "dags"
-AIRFLOW = ROOT / ".venv" / "bin" / "airflow"
+#: the Airflow of the interpreter running the tests (each `make test-compat` row has its own)
+AIRFLOW = Path(sys.executable).parent / "airflow"
 DAG_ID = "sf_oauth_metrics"
 
 pytestmark = pytest.mark.timeout(420)
