@@ -58,3 +58,21 @@ def test_a_bad_setting_names_itself(emulator, sf_connections, monkeypatch):
     with pytest.raises(SalesforceConfigError, match=r"\[sf_oauth\] login_budget_cap must be a whole number"):
         SalesforceOAuthHook().get_token()
     assert emulator.org.count("token") == 0
+
+
+def test_a_connection_that_cannot_be_read_counts_as_a_permanent_error(emulator, sf_connections, monkeypatch):
+    sent: list[str] = []
+
+    class Recorder:
+        def incr(self, name: str, count: int = 1, tags: object = None) -> None:
+            sent.append(name)
+
+        timing = gauge = incr
+
+    monkeypatch.setattr(SalesforceOAuthHook, "metrics_sink", Recorder())
+    with pytest.raises(SalesforceConfigError):
+        SalesforceOAuthHook("salesforce_oauth_missing").get_token()
+    assert sent == ["sf_oauth.permanent_error.SalesforceConnectionNotFound"]
+    SalesforceOAuthHook().get_token()
+    assert sent[1:] == ["sf_oauth.lock_wait", "sf_oauth.logins_last_hour.salesforce_oauth_default",
+                        "sf_oauth.token_request.jwt_bearer.ok", "sf_oauth.cache_miss"]
