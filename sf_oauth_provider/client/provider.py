@@ -204,6 +204,8 @@ class TokenProvider:
 
     def _observed(self, outcome: Outcome | None, error: BaseException | None, requested: bool) -> None:
         """Cache hit or miss, and a permanent error's code, for one :meth:`get_token` call."""
+        if not self.metrics.enabled:
+            return
         if outcome is not None and outcome.layer is not None:
             self.metrics.cache_hit(outcome.layer)
         elif requested or (outcome is not None and outcome.fetched):
