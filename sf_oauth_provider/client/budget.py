@@ -126,6 +126,9 @@ class BudgetLedger(Protocol):
     def admit(self, key: str, now: float, cap: int) -> Admission:
         """Drop logins older than the window; unless ``cap`` (> 0) are counted, count one at ``now``."""
 
+    async def aadmit(self, key: str, now: float, cap: int) -> Admission:
+        """:meth:`admit` without blocking the event loop."""
+
     def count(self, key: str, now: float) -> Admission:
         """The logins counted in the window, counting none (``admitted`` is False)."""
 
@@ -151,6 +154,9 @@ class MemoryLedger:
             kept, answer = _admitted(self._TIMES.get(key, []), now, cap)
             self._TIMES[key] = kept
             return answer
+
+    async def aadmit(self, key: str, now: float, cap: int) -> Admission:
+        return self.admit(key, now, cap)  # no I/O
 
     def count(self, key: str, now: float) -> Admission:
         with self._GUARD:
@@ -224,6 +230,9 @@ class FileLedger:
                     self._unusable("write", exc.strerror or type(exc).__name__)
             return answer
 
+    async def aadmit(self, key: str, now: float, cap: int) -> Admission:
+        return await asyncio.to_thread(self.admit, key, now, cap)
+
     def count(self, key: str, now: float) -> Admission:
         times = self._read(key)
         if times is None:
@@ -290,9 +299,8 @@ class LoginBudget:
         return self._judge(answer)
 
     async def aadmit(self) -> int:
-        """:meth:`admit` in a thread (files and Redis are blocking I/O)."""
-        now = self._clock()
-        answer = await asyncio.to_thread(self.ledger.admit, self.key, now, self.settings.cap)
+        """:meth:`admit` without blocking the event loop (files in a thread, Redis on redis.asyncio)."""
+        answer = await self.ledger.aadmit(self.key, self._clock(), self.settings.cap)
         return self._judge(answer)
 
     def _judge(self, answer: Admission) -> int:

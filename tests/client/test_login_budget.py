@@ -200,7 +200,7 @@ def test_hosts_sharing_redis_share_one_budget(emulator, emulator_connections, tm
     assert sorted(r.get("error", "") for r in results if "error" in r) == ["SalesforceLoginBudgetExceeded"] * 3
     assert emulator_counters(emulator)["endpoints"]["token"] == 3
     key = budget_key(config_of(conn))
-    assert redis_server.client().zcard(f"sf_oauth:logins:v1:{key}") == 3
+    assert redis_server.client().zcard(f"sf_oauth:v1:logins:{key}") == 3
     # no host counted on its own: the budget lived in Redis only
     assert not list(tmp_path.glob("host*/lb-*.logins"))
 
@@ -235,3 +235,21 @@ def test_bad_settings_name_the_setting(cap, warn, name):
     assert BudgetSettings.parse(None, "") == BudgetSettings(cap=3000, warn=0.8)
     assert BudgetSettings.parse("0", "0") == BudgetSettings(cap=0, warn=0.0)
     assert BudgetSettings(cap=3000, warn=0.8).warn_at == 2880
+
+
+def test_async_callers_count_in_redis_too(emulator, emulator_connections, tmp_path, redis_url, redis_server):
+    import asyncio
+
+    config = config_of(emulator_connections["salesforce_oauth_default"], cache="redis")
+    provider = TokenProvider(config, cache_dir=tmp_path / "cache", redis_url=redis_url,
+                             login_budget=BudgetSettings(cap=2, warn=0.0))
+
+    async def logins() -> None:
+        await provider.aget_token(force_refresh=True)
+        await provider.aget_token(force_refresh=True)
+        with pytest.raises(SalesforceLoginBudgetExceeded):
+            await provider.aget_token(force_refresh=True)
+
+    asyncio.run(logins())
+    assert redis_server.client().zcard(f"sf_oauth:v1:logins:{budget_key(config)}") == 2
+    assert emulator.org.count("token") == 2
