@@ -14,12 +14,13 @@ refresh-token rotation carried. The same code serves sync and async callers: the
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import threading
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Iterator, Sequence
 
 from sf_oauth_provider.client.budget import (
     BudgetLedger,
@@ -172,35 +173,31 @@ class TokenProvider:
         """:attr:`budget`, built in a thread the first time (it may build the stores)."""
         return self._budget if self._budget is not None else await asyncio.to_thread(lambda: self.budget)
 
-    def _request(self, send: Callable[[], SalesforceToken]) -> SalesforceToken:
-        """One token request: counted in the login budget (refused at its cap), then sent."""
+    @contextlib.contextmanager
+    def _counted(self) -> Iterator[None]:
+        """``sf_oauth.token_request`` with the outcome of the token request made inside."""
+        flow = self.config.auth_flow
         try:
-            self.budget.admit()
+            yield
         except SalesforceLoginBudgetExceeded:
-            self.metrics.token_request(self.config.auth_flow, "budget_refused")
+            self.metrics.token_request(flow, "budget_refused")
             raise
-        try:
-            token = send()
         except SalesforceOAuthError as exc:
-            self.metrics.token_request(self.config.auth_flow, "transient_error" if exc.transient else "permanent_error")
+            self.metrics.token_request(flow, "transient_error" if exc.transient else "permanent_error")
             raise
-        self.metrics.token_request(self.config.auth_flow, "ok")
-        return token
+        self.metrics.token_request(flow, "ok")
+
+    def _request(self, send: Callable[[], SalesforceToken]) -> SalesforceToken:
+        """One token request: counted in the login budget (refused at its cap, before sending), then sent."""
+        with self._counted():
+            self.budget.admit()
+            return send()
 
     async def _arequest(self, send: Callable[[], Awaitable[SalesforceToken]]) -> SalesforceToken:
         """Async :meth:`_request`."""
-        try:
+        with self._counted():
             await (await self.abudget()).aadmit()
-        except SalesforceLoginBudgetExceeded:
-            self.metrics.token_request(self.config.auth_flow, "budget_refused")
-            raise
-        try:
-            token = await send()
-        except SalesforceOAuthError as exc:
-            self.metrics.token_request(self.config.auth_flow, "transient_error" if exc.transient else "permanent_error")
-            raise
-        self.metrics.token_request(self.config.auth_flow, "ok")
-        return token
+            return await send()
 
     def _observed(self, outcome: Outcome | None, error: BaseException | None, requested: bool) -> None:
         """Cache hit or miss, and a permanent error's code, for one :meth:`get_token` call."""
