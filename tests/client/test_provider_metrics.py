@@ -124,3 +124,23 @@ def test_a_rotated_refresh_token_is_counted(emulator, emulator_connections, tmp_
     provider.get_token(force_refresh=True)
     assert sink.names().count("sf_oauth.refresh_rotated") == 2
     assert sink.names().count("sf_oauth.token_request.refresh_token.ok") == 2
+
+
+def test_a_caller_that_waits_for_anothers_refresh_reports_the_wait_and_a_hit(emulator, emulator_connections,
+                                                                           tmp_path):
+    import threading
+    import time
+
+    emulator.org.set_faults("token", latency=0.6)  # a slow Salesforce: the first caller holds the lock
+    first, second = Recorder(), Recorder()
+    conn = emulator_connections["salesforce_oauth_default"]
+    slow = threading.Thread(target=provider_for(conn, tmp_path, first).get_token)
+    slow.start()
+    time.sleep(0.2)
+    provider_for(conn, tmp_path, second).get_token()
+    slow.join(30)
+    assert emulator.org.count("token") == 1
+    waited = [value for kind, name, value, _ in second.got if name == "sf_oauth.lock_wait"]
+    assert len(waited) == 1 and 0.2 < waited[0] < 10, second.got  # seconds, handed to the sink
+    assert second.names()[-1].startswith("sf_oauth.cache_hit.")  # found the first caller's token
+    assert "sf_oauth.cache_miss" not in second.names() and "sf_oauth.cache_miss" in first.names()
