@@ -1,16 +1,22 @@
-"""Nightly batch report: the run's closed-won Opportunities as CSV and a Markdown summary.
+"""Nightly batch report: the run's changed Opportunities extracted in bulk, and its closed-won
+deals as CSV with a Markdown summary.
 
 ``wait_for_token`` (deferrable ``SalesforceTokenSensor``) makes sure the connection's token is
 alive with time to spare, without holding a worker slot while Salesforce is down;
-``closed_won_report`` runs one SOQL query through ``SalesforceOAuthHook`` (the token comes from
-the host's shared cache) and writes the files; ``revoke_current_token`` optionally revokes the
+``extract_changed_opportunities`` (deferrable ``SalesforceBulkQueryOperator``) extracts every
+Opportunity whose ``SystemModstamp`` falls in the run's window as a Bulk API 2.0 query job — the
+way to move millions of rows: the job runs in Salesforce while the task waits in the triggerer,
+then the CSV streams to the output folder (or object storage) and appears under its final name
+only when complete; ``closed_won_report`` runs one small SOQL query through ``SalesforceOAuthHook``
+(REST, the token from the host's shared cache) and writes a summary a person reads; ``revoke_current_token`` optionally revokes the
 token at the end (DAG param ``revoke_current``, default false), so a nightly job leaves no live
 session behind.
 
 **Which days:** the DAG run's data interval (UTC dates, end exclusive), so reruns and backfills
 fetch their own days. A run whose interval has no width — Airflow 3's ``@daily`` runs, a manual
 trigger, ``airflow dags test nightly_batch_report 2026-11-25`` — reports the day before its
-logical date (here 2026-11-24). Files are named by that window: ``closed_won_2026-11-24.csv``.
+logical date (here 2026-11-24). Files are named by that window: ``closed_won_2026-11-24.csv``,
+``opportunities_changed_2026-11-24.csv``.
 
 Runs unchanged against a real org: point the connection ``salesforce_oauth_default`` at it.
 Output: DAG param ``output_dir`` (a folder or an object storage URI such as
@@ -26,10 +32,11 @@ from typing import Any
 
 from airflow.sdk import DAG, Param, task
 
+from sf_oauth_provider.operators.bulk import SalesforceBulkQueryOperator
 from sf_oauth_provider.operators.revoke import SalesforceRevokeTokenOperator
 from sf_oauth_provider.sensors.token import SalesforceTokenSensor
 
-__all__ = ["closed_won_soql", "dag", "output_location", "report_window"]
+__all__ = ["changed_soql", "closed_won_soql", "dag", "extract_location", "output_location", "report_window"]
 
 CONN_ID = "salesforce_oauth_default"
 # How often the triggerer re-checks the token while Salesforce is unavailable.
@@ -78,6 +85,23 @@ def closed_won_soql(first: date, end: date) -> str:
     )
 
 
+def changed_soql(start: datetime | None, end: datetime | None, logical_date: datetime | None) -> str:
+    """The Bulk extract's query: Opportunities whose ``SystemModstamp`` is in the run's window
+    (SOQL datetime literals, UTC; a template macro, so the rendered SOQL shows in the UI)."""
+    first, last = report_window(start, end, logical_date)
+    return (
+        "SELECT Id, Name, StageName, Amount, CloseDate, Account.Name, SystemModstamp FROM Opportunity "
+        f"WHERE SystemModstamp >= {first.isoformat()}T00:00:00Z AND SystemModstamp < {last.isoformat()}T00:00:00Z"
+    )
+
+
+def extract_location(output_dir: str | None, start: datetime | None, end: datetime | None,
+                     logical_date: datetime | None) -> str:
+    """Where the Bulk extract of the run's window goes (a template macro)."""
+    label = _window_label(*report_window(start, end, logical_date))
+    return output_location(output_dir, "nightly_batch_report").rstrip("/") + f"/opportunities_changed_{label}.csv"
+
+
 def _window_label(first: date, end: date) -> str:
     last = end - timedelta(days=1)
     return first.isoformat() if first == last else f"{first.isoformat()}_to_{last.isoformat()}"
@@ -98,6 +122,7 @@ with DAG(
         ),
     },
     tags=["salesforce", "example"],
+    user_defined_macros={"changed_soql": changed_soql, "extract_location": extract_location},
 ) as dag:
     wait_for_token = SalesforceTokenSensor(
         task_id="wait_for_token",
@@ -106,6 +131,16 @@ with DAG(
         deferrable=True,
         poke_interval=POKE_INTERVAL,
         timeout=6 * 3600,
+    )
+
+    extract_changed_opportunities = SalesforceBulkQueryOperator(
+        task_id="extract_changed_opportunities",
+        salesforce_oauth_conn_id=CONN_ID,
+        soql="{{ changed_soql(data_interval_start, data_interval_end, logical_date) }}",
+        destination="{{ extract_location(params.output_dir, data_interval_start, data_interval_end, logical_date) }}",
+        deferrable=True,
+        poll_interval=POKE_INTERVAL / 12,
+        timeout=4 * 3600,
     )
 
     @task
@@ -204,4 +239,6 @@ with DAG(
         dry_run=False,
     )
 
-    wait_for_token >> closed_won_report() >> revoke_requested() >> revoke_current_token
+    report = closed_won_report()
+    wait_for_token >> [extract_changed_opportunities, report]
+    [extract_changed_opportunities, report] >> revoke_requested() >> revoke_current_token

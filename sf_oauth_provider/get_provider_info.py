@@ -178,14 +178,16 @@ def get_provider_info() -> dict[str, Any]:
         "operators": [
             {
                 "integration-name": "Salesforce OAuth",
-                "python-modules": ["sf_oauth_provider.operators.revoke", "sf_oauth_provider.operators.audit"],
+                "python-modules": ["sf_oauth_provider.operators.revoke", "sf_oauth_provider.operators.audit",
+                                   "sf_oauth_provider.operators.bulk"],
             }
         ],
         "sensors": [
             {"integration-name": "Salesforce OAuth", "python-modules": ["sf_oauth_provider.sensors.token"]}
         ],
         "triggers": [
-            {"integration-name": "Salesforce OAuth", "python-modules": ["sf_oauth_provider.triggers.token"]}
+            {"integration-name": "Salesforce OAuth",
+             "python-modules": ["sf_oauth_provider.triggers.token", "sf_oauth_provider.triggers.bulk"]}
         ],
         "integrations": [
             {

@@ -14,7 +14,7 @@ from typing import Iterable
 
 from sf_oauth_provider.client.masking import secret_forms
 
-__all__ = ["mask_secrets", "amask_secrets"]
+__all__ = ["MAX_MESSAGE_CHARS", "amask_secrets", "mask_secrets", "redact_secrets"]
 
 #: Up to this many new values are masked one by one through the public API.
 _BULK_THRESHOLD = 32
@@ -80,3 +80,32 @@ async def amask_secrets(values: Iterable[str | None]) -> None:
         for value in new:
             await amask_secret(value)
     _masked.update(new)
+
+
+# ---- text that leaves the process (reports, XCom) ----------------------------------------------
+#: Strings that look like credentials whatever we know about them: a Salesforce access token
+#: (``00D…!…``), a JWT, or a long run of base64/hex characters holding letters and digits.
+_TOKEN_LIKE = re.compile(
+    r"00D[A-Za-z0-9]{12,15}![A-Za-z0-9._~+/=-]+"
+    r"|eyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*"
+    r"|(?<![A-Za-z0-9+/=_-])(?=[A-Za-z0-9+/=_-]*[0-9])(?=[A-Za-z0-9+/=_-]*[A-Za-z])[A-Za-z0-9+/=_-]{32,}"
+)
+#: Messages are cut to this many characters before they go into reports.
+MAX_MESSAGE_CHARS = 2000
+
+
+def redact_secrets(text: str, secrets: Iterable[str | None] = ()) -> str:
+    """``text`` (e.g. an error message quoting Salesforce) with known secrets and anything that
+    looks like a token replaced by ``***`` — before it reaches a report or XCom.
+
+    A server may echo what it was sent (the consumer secret, an assertion) in its
+    ``error_description``; the secrets masker only protects logs.
+
+    :param text: the message
+    :param secrets: the secrets known to the caller (consumer secret, tokens, DeleteTokens, ...)
+    """
+    out = str(text)[:MAX_MESSAGE_CHARS]
+    forms = {form for secret in secrets for form in secret_forms(secret) if len(form) >= 5}
+    for form in sorted(forms, key=len, reverse=True):
+        out = out.replace(form, "***")
+    return _TOKEN_LIKE.sub("***", out)

@@ -98,3 +98,15 @@ def _fresh_process_login_counts() -> Iterator[None]:
     budget = sys.modules.get("sf_oauth_provider.client.budget")
     if budget is not None:
         budget.MemoryLedger._TIMES.clear()
+
+
+@pytest.fixture
+def memory_store():
+    """fsspec's in-memory filesystem attached to Airflow's object storage (as a provider would)."""
+    import fsspec
+    from airflow.sdk.io.store import attach
+
+    fs = fsspec.filesystem("memory")
+    attach(protocol="memory", fs=fs)
+    yield fs
+    fs.store.clear()

@@ -22,6 +22,7 @@ RUN_TIME_ONLY = (
     "sf_oauth_provider.client.provider", "sf_oauth_provider.client.responses", "sf_oauth_provider.client.stores",
     "sf_oauth_provider.client.token", "sf_oauth_provider.client.budget", "sf_oauth_provider.client.budget_redis",
     "sf_oauth_provider.client.metrics", "sf_oauth_provider.token_check.flow", "sf_oauth_provider.operators._common",
+    "sf_oauth_provider.operators.inventory", "sf_oauth_provider.data", "sf_oauth_provider.triggers.bulk",
     "sf_oauth_provider.operators.audit.findings", "sf_oauth_provider.operators.audit.render",
     "sf_oauth_provider.operators.audit.report", "sf_oauth_provider.operators.audit.rules",
     "sf_oauth_provider.operators.audit.sources", "sf_oauth_provider.reporting.cells",
@@ -51,6 +52,7 @@ before = set(sys.modules)
 
 from sf_oauth_provider.hooks.salesforce_oauth import SalesforceOAuthHook
 from sf_oauth_provider.operators.audit import SalesforceTokenAuditOperator
+from sf_oauth_provider.operators.bulk import SalesforceBulkQueryOperator
 from sf_oauth_provider.operators.revoke import SalesforceRevokeTokenOperator
 from sf_oauth_provider.sensors.token import SalesforceTokenSensor
 
@@ -60,6 +62,8 @@ with DAG("parse_only", schedule=None):  # literal parameters: each operator chec
                                  allowed_scopes=["api", "refresh_token"], fail_on_findings=True)
     SalesforceRevokeTokenOperator(task_id="revoke", token_fingerprints=["sha256:0123456789ab"], dry_run=True,
                                   max_revocations=5)
+    SalesforceBulkQueryOperator(task_id="extract", soql="SELECT Id FROM Account WHERE SystemModstamp >= {{ ts }}",
+                                destination="s3://aws_default@bucket/accounts/{{ ds }}.csv", deferrable=True)
 SalesforceOAuthHook("salesforce_oauth_default")  # building a hook reads nothing either
 print(json.dumps(sorted(set(sys.modules) - before)))
 """

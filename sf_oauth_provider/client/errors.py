@@ -42,6 +42,8 @@ __all__ = [
     "SalesforcePermanentError",
     "SalesforceAuthError",
     "SalesforceRequestError",
+    "SalesforceBulkJobError",
+    "SalesforceBulkTimeout",
     "SalesforceTransientError",
     "SalesforceUnavailableError",
     "SalesforceRateLimitError",
@@ -186,6 +188,11 @@ class SalesforceRequestError(SalesforcePermanentError):
     """A request other than authentication was refused (bad SOQL, bad token type, ...)."""
 
 
+class SalesforceBulkJobError(SalesforceRequestError):
+    """A Bulk API 2.0 job Salesforce will not finish: ``Failed`` (its ``errorMessage`` quoted),
+    ``Aborted`` by someone else, or SOQL that Bulk 2.0 refuses. The job id opens the message."""
+
+
 class SalesforceHostError(SalesforcePermanentError):
     """The connection's ``host`` does not lead to a Salesforce login endpoint.
 
@@ -290,6 +297,11 @@ class SalesforceRefreshTokenLost(SalesforceAuthError):
     """The refresh token Salesforce accepts is in no store this process can read, and the one it
     could send is retired (rotated away): sending it would revoke the live one. A person must
     restore the store or re-authorise the connected app."""
+
+
+class SalesforceBulkTimeout(SalesforceTransientError):
+    """A Bulk API 2.0 job did not finish (or its results did not arrive) within the extract's
+    ``timeout``; the job was aborted. Transient: a later try may find Salesforce less busy."""
 
 
 class SalesforceSessionExpired(SalesforceOAuthError):

@@ -157,9 +157,11 @@ class Call(Generic[T]):
     params: dict[str, str] | None = field(default=None, repr=False)
     headers: dict[str, str] = field(default_factory=dict, repr=False)
     login_host: bool = False
+    json: Any = field(default=None, repr=False)
 
     def request(self, http: httpx.Client | httpx.AsyncClient) -> httpx.Request:
-        return http.build_request(self.method, self.url, data=self.data, params=self.params, headers=self.headers)
+        return http.build_request(self.method, self.url, data=self.data, params=self.params, headers=self.headers,
+                                  json=self.json)
 
     def secrets(self) -> list[str]:
         """The secret values this request carries (to redact them from what the reply says)."""

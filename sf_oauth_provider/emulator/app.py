@@ -30,7 +30,8 @@ Error wording (``error`` / ``error_description``, HTTP 400 unless noted):
 * refresh_token: replaying a refresh token that rotation retired also revokes its successor
 * data API: 401 ``INVALID_SESSION_ID``; 400 ``MALFORMED_QUERY`` / ``INVALID_TYPE`` /
   ``INVALID_FIELD`` / ``INVALID_QUERY_FILTER_OPERATOR`` / ``INVALID_QUERY_LOCATOR``; 403
-  ``REQUEST_LIMIT_EXCEEDED``; 404 ``NOT_FOUND``; 405 ``METHOD_NOT_ALLOWED``
+  ``REQUEST_LIMIT_EXCEEDED``; 404 ``NOT_FOUND``; 410 for a retired API version; 405
+  ``METHOD_NOT_ALLOWED`` with ``Allow`` for an unserved method on any served path (:mod:`.methods`)
 
 The routes live in :mod:`.routes` (one module per service); this module assembles them.
 """
@@ -39,6 +40,7 @@ from __future__ import annotations
 
 from starlette.applications import Starlette
 
+from .methods import install as install_method_answers
 from .routes import all_routes
 from .routes._common import MAINTENANCE_HTML
 from .state import Org
@@ -51,4 +53,5 @@ def build_app(org: Org) -> Starlette:
     app = Starlette(routes=all_routes())
     app.router.redirect_slashes = False  # Salesforce answers /query/ itself; it never redirects
     app.state.org = org
+    install_method_answers(app)
     return app

@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from .records import spec_of
 from .soql import Table
 
 __all__ = ["column_metadata", "describe_global", "describe_sobject", "key_prefix", "sobject_basic"]
@@ -47,9 +48,10 @@ def sobject_basic(table: Table, version: str) -> dict[str, Any]:
         "queryable": True,
         "retrieveable": table.url_ids,
         "searchable": False,
-        "createable": False,
-        "updateable": False,
-        "deletable": False,
+        # what record DML (records.py) writes
+        "createable": spec_of(table.name) is not None,
+        "updateable": spec_of(table.name) is not None,
+        "deletable": spec_of(table.name) is not None,
         "layoutable": False,
         "urls": _urls(table, version),
     }
@@ -66,20 +68,24 @@ def describe_global(tables: dict[str, Table], version: str) -> dict[str, Any]:
 
 def _field(table: Table, name: str, typ: str) -> dict[str, Any]:
     ref = next(((rel, target) for rel, (target, fk) in table.relationships.items() if fk == name), None)
+    spec = spec_of(table.name)
+    writable = spec is not None and name in spec.writable
+    external = spec is not None and name in spec.external_ids
     return {
         "name": name,
         "label": _label(name),
         "type": typ,
         "soapType": _SOAP_TYPES.get(typ, "xsd:anyType"),
         "length": 255 if typ == "string" else (18 if typ in ("id", "reference") else 0),
-        "nillable": name != "Id",
-        "idLookup": name == "Id",
+        "nillable": name != "Id" and not (spec is not None and name in spec.required),
+        "idLookup": name == "Id" or external,
+        "externalId": external,
         "filterable": True,
         "sortable": True,
         "groupable": typ not in ("double", "datetime"),
-        "createable": False,
-        "updateable": False,
-        "custom": False,
+        "createable": writable,
+        "updateable": writable,
+        "custom": name.endswith("__c"),
         "referenceTo": [ref[1]] if ref else [],
         "relationshipName": ref[0] if ref else None,
     }

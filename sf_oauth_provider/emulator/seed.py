@@ -294,6 +294,18 @@ def populate(org: Org) -> None:
     for name, industry in _ACCOUNTS:
         org.accounts.append({"Id": ids.make("001"), "Name": name, "Industry": industry})
     closed_won_yesterday = _add_opportunities(org, rng, ids, now)
+    # a generator of its own, so the audit dates leave every other seeded value as it was
+    dates_rng = random.Random(f"{org.seed}-audit-dates")
+    for rec in org.accounts + org.opportunities:
+        rec.update(audit_dates(dates_rng, now))
+    # a deal closed yesterday was last changed yesterday (closing it changed it): the nightly
+    # example's incremental extract of yesterday's changes finds them
+    midnight = dt.datetime.combine(dt.datetime.fromtimestamp(now, dt.timezone.utc).date(), dt.time(),
+                                   dt.timezone.utc).timestamp()
+    for rec in org.opportunities:
+        if rec["Id"] in closed_won_yesterday:
+            stamp = dt.datetime.fromtimestamp(round(midnight - dates_rng.uniform(60, 86340), 3), dt.timezone.utc)
+            rec.update(LastModifiedDate=stamp, SystemModstamp=stamp, CreatedDate=min(rec["CreatedDate"], stamp))
 
     org.demo.org_id = org.org_id
     org.demo.jwt_app_name = jwt_app.name
@@ -364,6 +376,19 @@ def _random_age(rng: random.Random) -> tuple[float, float | None]:
     if used is None and 80 <= created <= 100:
         created += 30
     return created, used
+
+
+def audit_dates(rng: random.Random, now: float) -> dict[str, dt.datetime]:
+    """``CreatedDate``, ``LastModifiedDate`` and ``SystemModstamp`` of one record, spread over
+    the year before ``now`` (whole milliseconds, as Salesforce stores them)."""
+
+    def at(epoch: float) -> dt.datetime:
+        return dt.datetime.fromtimestamp(round(epoch, 3), dt.timezone.utc)
+
+    created = now - rng.uniform(1 * 3600, 365 * 86400)
+    modified = created + rng.random() * (now - 600 - created) if rng.random() < 0.8 else created
+    stamp = min(now, modified + rng.choice((0.0, 0.0, rng.uniform(1, 60))))
+    return {"CreatedDate": at(created), "LastModifiedDate": at(modified), "SystemModstamp": at(stamp)}
 
 
 def _add_opportunities(org: Org, rng: random.Random, ids: _Ids, now: float) -> list[str]:

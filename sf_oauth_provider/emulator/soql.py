@@ -608,6 +608,10 @@ def execute(q: Query, tables: dict[str, Table], api_version: str) -> tuple[int, 
     return len(out), out
 
 
+#: the audit fields every seeded record carries
+_AUDIT = {"CreatedDate": "datetime", "LastModifiedDate": "datetime", "SystemModstamp": "datetime"}
+
+
 def build_tables(org: Org, viewer: User) -> dict[str, Table]:
     """The org's queryable objects as seen by ``viewer`` (OauthToken rows of other users are
     visible only with the Customize Application permission)."""
@@ -699,12 +703,15 @@ def build_tables(org: Org, viewer: User) -> dict[str, Table]:
             {},
             [org_row],
         ),
-        "Account": Table("Account", {"Id": "id", "Name": "string", "Industry": "string"}, {}, account_rows),
+        "Account": Table(
+            "Account", {"Id": "id", "Name": "string", "Industry": "string", "External_Id__c": "string", **_AUDIT}, {},
+            account_rows,
+        ),
         "Opportunity": Table(
             "Opportunity",
             {
                 "Id": "id", "Name": "string", "AccountId": "reference", "Amount": "double",
-                "StageName": "string", "CloseDate": "date", "IsWon": "boolean", "IsClosed": "boolean",
+                "StageName": "string", "CloseDate": "date", "IsWon": "boolean", "IsClosed": "boolean", **_AUDIT,
             },
             {"Account": ("Account", "AccountId")},
             opp_rows,

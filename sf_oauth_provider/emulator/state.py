@@ -30,6 +30,8 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
+from .bulk_query import BulkQueryStore
+
 __all__ = [
     "ACCESS_TOKEN_PREFIX_SEP",
     "ENDPOINTS",
@@ -51,7 +53,7 @@ __all__ = [
 
 ACCESS_TOKEN_PREFIX_SEP = "!"
 MAX_APPROVALS_PER_APP = 5
-ENDPOINTS: tuple[str, ...] = ("token", "introspect", "revoke", "userinfo", "identity", "query", "openid")
+ENDPOINTS: tuple[str, ...] = ("token", "introspect", "revoke", "userinfo", "identity", "query", "openid", "bulk")
 GRANTS: tuple[str, ...] = ("jwt_bearer", "client_credentials", "refresh_token", "other")
 FAULT_KINDS: tuple[str, ...] = ("json503", "html503", "500", "429", "latency", "reset", "stall", "late", "drop")
 #: faults that let the request do its work first and then lose the answer (the client cannot tell
@@ -129,6 +131,9 @@ class Settings:
       *milliseconds*, authlib one hour ahead), although its docs ask for 3 minutes.
     * ``api_request_limit`` — REST API requests per rolling 24 h (``DailyApiRequests``; 15000).
     * ``is_sandbox`` / ``org_name`` — what the ``Organization`` object says.
+    * ``bulk_query_delay`` — seconds (org clock) a Bulk API 2.0 query job takes (0.5).
+    * ``bulk_ingest_delay`` — org-clock seconds a Bulk API 2.0 ingest job takes after
+      ``UploadComplete`` (``InProgress`` for the second half of it), 1.0.
     """
 
     session_timeout: float = 7200.0
@@ -138,6 +143,8 @@ class Settings:
     api_request_limit: int = 15000
     is_sandbox: bool = False
     org_name: str = "Emulated Org"
+    bulk_query_delay: float = 0.5
+    bulk_ingest_delay: float = 1.0
 
     def update(self, values: dict[str, Any]) -> None:
         """Apply a dict of settings; unknown names raise ``KeyError``."""
@@ -326,6 +333,13 @@ class Org:
         self.access_tokens: dict[str, AccessTokenRecord] = {}
         self.approvals: dict[str, Approval] = {}
         self.cursors: dict[str, tuple[str, list[dict[str, Any]]]] = {}
+        self.bulk_query = BulkQueryStore()
+        #: record DML and ingest jobs (``records.py``, ``ingest.py``): deleted rows by 15-char id,
+        #: ingest jobs by id, Bulk API batches used (``DailyBulkApiBatches``), lookup indexes
+        self.deleted_records: dict[str, tuple[str, dict[str, Any]]] = {}
+        self.ingest_jobs: dict[str, Any] = {}
+        self.bulk_batches_used = 0
+        self.record_indexes: dict[str, Any] = {}
         self._issued: list[str] = []
         self.api_requests_used = 0
         self._logins: dict[str, deque[float]] = {}
@@ -350,6 +364,11 @@ class Org:
             self.access_tokens.clear()
             self.approvals.clear()
             self.cursors.clear()
+            self.bulk_query.clear()
+            self.deleted_records.clear()
+            self.ingest_jobs.clear()
+            self.bulk_batches_used = 0
+            self.record_indexes.clear()
             self._issued = []
             self.api_requests_used = 0
             self._logins.clear()

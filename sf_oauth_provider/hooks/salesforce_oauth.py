@@ -19,6 +19,7 @@ import httpx
 from sf_oauth_provider import client as core  # the framework-free core; its modules load on first use
 from sf_oauth_provider._compat import BaseHook, conf
 from sf_oauth_provider.client.errors import SalesforceConfigError, SalesforceOAuthError, SalesforceSessionExpired
+from sf_oauth_provider.hooks._bulk import BulkMethods
 from sf_oauth_provider.hooks.airflow_metrics import AirflowStatsSink
 from sf_oauth_provider.masking import amask_secrets, mask_secrets
 
@@ -48,7 +49,7 @@ async def _amask(secrets: list[str]) -> None:
     await amask_secrets(batch)
 
 
-class SalesforceOAuthHook(BaseHook):
+class SalesforceOAuthHook(BulkMethods, BaseHook):
     """Salesforce OAuth 2.0 tokens for a ``salesforce_oauth`` connection.
 
     Tokens come from a cache shared by every task process on the host (one token request per

@@ -296,7 +296,7 @@ class SalesforceRevokeTokenOperator(RenderedFieldsMixin, BaseOperator):
             targets.setdefault(core.fingerprint(token), _Target(token, core.fingerprint(token), raw=True))
         unmatched: list[str] = []
         if wanted:
-            rows = operators._common.query_inventory(hook)
+            rows = operators.inventory.query_inventory(hook)
             by_fp: dict[str, list[Any]] = {}
             for row in rows:
                 by_fp.setdefault(row.fingerprint, []).append(row)

@@ -170,36 +170,51 @@ class ReportFolder:
         :param name: a plain file name (no folders)
         :param text: the content (UTF-8)
         """
+        with self.open_atomic(name) as fh:
+            fh.write(text.encode("utf-8"))
+        return self.location_of(name)
+
+    @contextlib.contextmanager
+    def open_atomic(self, name: str) -> Iterator[Any]:
+        """A binary file to write ``name`` through: a temporary name beside it, renamed over
+        ``name`` only when the block ends without an error (an error, a kill or a full disk never
+        leaves a partial file under ``name``; the temporary one is removed when Python can).
+
+        :param name: a plain file name (no folders)
+        """
         if "/" in name or name in ("", ".", ".."):
             raise ValueError(f"not a plain file name: {name!r}")
-        data = text.encode("utf-8")
+        tmp = f".{name}.{secrets.token_hex(8)}.part"
         if self.remote is not None:
             self.remote.mkdir(parents=True, exist_ok=True)
-            (self.remote / name).write_bytes(data)
-            return self.location_of(name)
+            part = self.remote / tmp
+            try:
+                with part.open("wb") as fh:
+                    yield fh
+                part.rename(self.remote / name)  # object stores: copy then delete, whole objects only
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    part.unlink()
+                raise
+            return
         with self._opened_dir() as dir_fd:
-            tmp = f".{name}.{secrets.token_hex(8)}.tmp"
             flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
             # default: 0644 less the umask; never group/other-writable, whatever the umask
             fd = os.open(tmp, flags, 0o644 if self.file_mode is None else self.file_mode, dir_fd=dir_fd)
             try:
                 if self.file_mode is not None:
                     os.fchmod(fd, self.file_mode)  # exact mode, whatever the umask
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(fd, view):]
+                with os.fdopen(fd, "wb", closefd=False) as fh:
+                    yield fh
                 os.fsync(fd)
-            except BaseException:
                 os.close(fd)
-                os.unlink(tmp, dir_fd=dir_fd)
-                raise
-            os.close(fd)
-            try:
+                fd = -1
                 os.rename(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
             except BaseException:
+                if fd >= 0:
+                    os.close(fd)
                 os.unlink(tmp, dir_fd=dir_fd)
                 raise
-        return self.location_of(name)
 
     def read_text(self, name: str) -> str | None:
         """The content of ``name``, or ``None`` when it is missing, not a regular file, a symlink,

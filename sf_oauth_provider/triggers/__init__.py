@@ -1,5 +1,6 @@
-"""triggers: :class:`SalesforceTokenTrigger`, loaded on first use (the sensor builds it when it
-defers, as ``triggers.SalesforceTokenTrigger``; the module imports Airflow's ``airflow.triggers.base``)."""
+"""triggers: :class:`SalesforceTokenTrigger` and :class:`SalesforceBulkJobTrigger`, loaded on first
+use (the sensor and the Bulk operator build them when they defer, as ``triggers.<name>``; the modules
+import Airflow's ``airflow.triggers.base``)."""
 
 from __future__ import annotations
 
@@ -8,9 +9,11 @@ from typing import TYPE_CHECKING
 from sf_oauth_provider._lazy import attach
 
 if TYPE_CHECKING:
-    from sf_oauth_provider.triggers import token  # noqa: F401
+    from sf_oauth_provider.triggers import bulk, token  # noqa: F401
+    from sf_oauth_provider.triggers.bulk import SalesforceBulkJobTrigger
     from sf_oauth_provider.triggers.token import SalesforceTokenTrigger
 
-__all__ = ["SalesforceTokenTrigger"]
+__all__ = ["SalesforceBulkJobTrigger", "SalesforceTokenTrigger"]
 
-__getattr__, __dir__ = attach(__name__, submodules=("token",), attributes={"SalesforceTokenTrigger": "token"})
+__getattr__, __dir__ = attach(__name__, submodules=("bulk", "token"),
+                              attributes={"SalesforceTokenTrigger": "token", "SalesforceBulkJobTrigger": "bulk"})

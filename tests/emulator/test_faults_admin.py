@@ -107,7 +107,7 @@ def test_counters(emulator: RunningEmulator) -> None:
     HTTP.post(f"{emulator.base_url}/services/oauth2/introspect", data={"token": "x"})
     c = org.counters()
     assert c["endpoints"] == {
-        "token": 4, "introspect": 1, "revoke": 1, "userinfo": 1, "identity": 0, "query": 1, "openid": 0
+        "token": 4, "introspect": 1, "revoke": 1, "userinfo": 1, "identity": 0, "query": 1, "openid": 0, "bulk": 0
     }
     assert c["grants"] == {"jwt_bearer": 1, "client_credentials": 1, "refresh_token": 1, "other": 1}
     assert org.count("token", grant="refresh_token") == 1

@@ -11,7 +11,7 @@ import copy
 import csv
 import json
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -130,6 +130,22 @@ def test_nightly_batch_report(nightly_run: NightlyRun) -> None:
     assert f"Org: {nightly_run.org_id}" in summary and "Generated: " in summary and "Currency: USD" in summary
     assert f"## Top {min(5, len(expected))} of {len(expected)} deals" in summary
     assert Path(report["csv_path"]).parent == nightly_run.base / "out" / "nightly_batch_report"
+
+    # the Bulk extract of the window's changes: exactly the rows the REST query of its SOQL gives
+    extract = result.xcoms["extract_changed_opportunities"]
+    assert set(extract) == {"location", "rows", "bytes", "job_id"} and extract["job_id"].startswith("750")
+    first, end = (date.fromisoformat(report["window"][k]) for k in ("start", "end"))
+    changed = {o["Id"]: o for o in nightly_run.opportunities if first <= o["SystemModstamp"].date() < end}
+    with open(extract["location"], newline="", encoding="utf-8") as fh:
+        extracted = list(csv.DictReader(fh))
+    assert len(changed) >= len(expected) > 0  # the deals closed in the window changed in it
+    assert sorted(r["Id"] for r in extracted) == sorted(changed) and extract["rows"] == len(changed)
+    assert list(extracted[0]) == ["Id", "Name", "StageName", "Amount", "CloseDate", "Account.Name", "SystemModstamp"]
+    for r in extracted:
+        assert r["Name"] == changed[r["Id"]]["Name"] and r["StageName"] == changed[r["Id"]]["StageName"]
+    assert Path(extract["location"]).name == f"opportunities_changed_{first.isoformat()}.csv"
+    assert Path(extract["location"]).stat().st_size == extract["bytes"]
+    assert sorted(p.name for p in Path(extract["location"]).parent.iterdir() if p.name.startswith(".")) == []
 
     sensor = result.xcoms["wait_for_token"]
     assert sensor["fingerprint"].startswith("sha256:")

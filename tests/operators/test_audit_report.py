@@ -51,18 +51,6 @@ def test_reports_to_a_file_uri(sf_connections, emulator, tmp_path):
     assert json.loads((tmp_path / "audits" / "audit.json").read_text())["summary"]["tokens"] == 50
 
 
-@pytest.fixture
-def memory_store():
-    """fsspec's in-memory filesystem attached to Airflow's object storage (as a provider would)."""
-    import fsspec
-    from airflow.sdk.io.store import attach
-
-    fs = fsspec.filesystem("memory")
-    attach(protocol="memory", fs=fs)
-    yield fs
-    fs.store.clear()
-
-
 def test_reports_to_object_storage(sf_connections, emulator, memory_store):
     from airflow.sdk import ObjectStoragePath
 

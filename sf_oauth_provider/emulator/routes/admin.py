@@ -1,5 +1,5 @@
 """The emulator's own admin API under ``/__emulator/``: counters, faults, tokens, clock,
-settings, reset, info.
+settings, bulk (planned query job failures), reset, info.
 
 Only a program on this machine may use it, and not a web page that this machine's browser
 happens to show: requests from a non-loopback peer, for a host name other than the emulator's
@@ -168,6 +168,21 @@ async def settings(request: Request) -> Response:
     )
 
 
+async def bulk(request: Request) -> Response:
+    """``GET|POST bulk``: ``{"fail_next_query_job": "errorMessage"}`` makes the next Bulk API 2.0
+    query job end ``Failed`` with that message (what a query that times out on Salesforce does);
+    ``null`` cancels it. The processing time is the ``bulk_query_delay`` setting."""
+    store = org_of(request).bulk_query
+    if request.method == "POST":
+        d = await _json(request)
+        if "fail_next_query_job" in d:
+            message = d["fail_next_query_job"]
+            if message is not None and not isinstance(message, str):
+                raise ValueError("fail_next_query_job is a message (string) or null")
+            store.fail_next = message
+    return JSONResponse({"fail_next_query_job": store.fail_next, "query_jobs": len(store.jobs)})
+
+
 async def reset(request: Request) -> Response:
     """``POST reset``: back to the seeded state."""
     org_of(request).reset()
@@ -221,6 +236,7 @@ def routes() -> list[Route]:
         Route("/__emulator/tokens/mint", _admin(mint), methods=["POST"]),
         Route("/__emulator/clock", _admin(clock), methods=["GET", "POST"]),
         Route("/__emulator/settings", _admin(settings), methods=["GET", "POST"]),
+        Route("/__emulator/bulk", _admin(bulk), methods=["GET", "POST"]),
         Route("/__emulator/reset", _admin(reset), methods=["POST"]),
         Route("/__emulator/info", _admin(info), methods=["GET"]),
     ]

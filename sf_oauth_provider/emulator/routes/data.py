@@ -10,7 +10,6 @@ redirected.
 
 from __future__ import annotations
 
-import re
 import secrets
 import string
 from dataclasses import dataclass
@@ -20,32 +19,26 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from ..bulk_query import DAILY_JOB_LIMIT
 from ..describe import column_metadata, describe_global, describe_sobject, sobject_basic
+from ..ingest import settle_all
+from ..methods import method_not_allowed
 from ..soql import SoqlError, Table, build_tables, execute, find_table, parse, selected_columns
 from ..state import AccessTokenRecord, Org
-from ._common import bearer, data_error, guard, org_of
+from ..versions import LATEST_VERSION, bulk_version_error, rest_version_error, versions
+from . import search
+from ._common import Bases, bearer, data_error, guard, org_of
 
-__all__ = ["LATEST_VERSION", "routes", "versions"]
+__all__ = ["LATEST_VERSION", "RestCall", "begin", "retrieve", "routes", "versions"]
 
-LATEST_VERSION = 64
-_FIRST_VERSION = 20
-_VERSION_RE = re.compile(r"^v(\d+\.\d)$")
 _MAX_CURSORS = 500
-_SEASONS = ("Winter", "Spring", "Summer")
 _RESOURCES = (
     "tooling", "metadata", "eclair", "folders", "prechatForms", "jobs", "query", "queryAll", "search",
     "sobjects", "limits", "recent", "analytics", "connect", "composite", "process", "quickActions",
+    "parameterizedSearch", "identity",
 )
-
-
-def versions() -> list[dict[str, str]]:
-    """The API versions the emulator lists (v20.0 = Winter '11, three releases a year)."""
-    out = []
-    for n in range(_FIRST_VERSION, LATEST_VERSION + 1):
-        k = n - _FIRST_VERSION
-        v = f"{n}.0"
-        out.append({"label": f"{_SEASONS[k % 3]} '{11 + k // 3:02d}", "url": f"/services/data/v{v}", "version": v})
-    return out
+#: methods per resource (first path segment after the version); others serve GET (and HEAD)
+_METHODS: dict[str, tuple[str, ...]] = {"parameterizedSearch": ("GET", "POST")}
 
 
 def _not_found() -> JSONResponse:
@@ -67,9 +60,18 @@ class _Call:
         """The ``Sforce-Limit-Info`` header value."""
         return f"api-usage={self.used}/{self.org.settings.api_request_limit}"
 
+    def finish(self, response: Response) -> Response:
+        """Stamp ``Sforce-Limit-Info`` on the call's answer."""
+        response.headers["Sforce-Limit-Info"] = self.limit_info
+        return response
+
     def tables(self) -> dict[str, Table]:
         """The queryable tables as the caller sees them."""
         return build_tables(self.org, self.org.users[self.rec.user_id])
+
+
+#: the public name of a REST call, for the route modules that share :func:`begin`
+RestCall = _Call
 
 
 async def list_versions(request: Request) -> Response:
@@ -126,6 +128,7 @@ def _query_more(call: _Call, locator_and_offset: str) -> Response:
 def _limits(call: _Call) -> Response:
     s = call.org.settings
     used = call.org.api_requests_used
+    bulk_jobs = call.org.bulk_query.used(call.org.clock.now())
 
     def limit(mx: int, remaining: int | None = None) -> dict[str, int]:
         return {"Max": mx, "Remaining": mx if remaining is None else remaining}
@@ -136,8 +139,8 @@ def _limits(call: _Call) -> Response:
             "ConcurrentSyncReportRuns": limit(20),
             "DailyApiRequests": limit(s.api_request_limit, max(0, s.api_request_limit - used)),
             "DailyAsyncApexExecutions": limit(250000),
-            "DailyBulkApiBatches": limit(15000),
-            "DailyBulkV2QueryJobs": limit(10000),
+            "DailyBulkApiBatches": limit(15000, max(0, 15000 - call.org.bulk_batches_used)),
+            "DailyBulkV2QueryJobs": limit(DAILY_JOB_LIMIT, max(0, DAILY_JOB_LIMIT - bulk_jobs)),
             "DailyStreamingApiEvents": limit(10000),
             "DataStorageMB": limit(1024, 1019),
             "FileStorageMB": limit(1024, 1024),
@@ -147,7 +150,8 @@ def _limits(call: _Call) -> Response:
     )
 
 
-def _retrieve(call: _Call, table: Table, record_id: str, request: Request) -> Response:
+def retrieve(call: _Call, table: Table, record_id: str, request: Request) -> Response:
+    """One record by id (``?fields=`` picks fields), as ``GET …/sobjects/{type}/{id}`` answers."""
     if not table.url_ids or len(record_id) not in (15, 18):
         return _not_found()
     row = next((r for r in table.rows if r.get("Id") and r["Id"][:15] == record_id[:15]), None)
@@ -180,16 +184,20 @@ def _sobjects(call: _Call, parts: list[str], request: Request) -> Response:
         return JSONResponse({"objectDescribe": sobject_basic(table, call.version), "recentItems": []})
     if parts[1] == "describe":
         return JSONResponse(describe_sobject(table, call.version))
-    return _retrieve(call, table, parts[1], request)
+    return retrieve(call, table, parts[1], request)
 
 
-def _resources(version: str) -> dict[str, str]:
-    return {name: f"/services/data/v{version}/{name}" for name in _RESOURCES}
+def _resources(call: _Call, request: Request) -> dict[str, str]:
+    out = {name: f"/services/data/v{call.version}/{name}" for name in _RESOURCES}
+    # Salesforce lists the caller's identity URL (absolute, on the login host); jsforce's
+    # identity() reads it from here
+    out["identity"] = Bases(request).id_url(call.org, call.org.users[call.rec.user_id])
+    return out
 
 
-def _dispatch(call: _Call, parts: list[str], request: Request) -> Response:
+async def _dispatch(call: _Call, parts: list[str], request: Request) -> Response:
     if not parts:
-        return JSONResponse(_resources(call.version))
+        return JSONResponse(_resources(call, request))
     head, rest = parts[0], parts[1:]
     if head in ("query", "queryAll"):
         if not rest:
@@ -201,34 +209,48 @@ def _dispatch(call: _Call, parts: list[str], request: Request) -> Response:
         return _limits(call)
     if head == "sobjects":
         return _sobjects(call, rest, request)
+    if head in ("search", "parameterizedSearch") and not rest:
+        return await search.answer(head, call.tables(), call.version, request, call.org.clock.now())
     return _not_found()
 
 
-async def data_api(request: Request) -> Response:
-    """``/services/data/vNN.N/...``: faults, the version, the session, the API limit, then the
-    resource."""
+async def begin(request: Request, version: str, *, allowed: tuple[str, ...] | None = None,
+                bulk: bool = False) -> _Call | Response:
+    """The preamble of every REST call: faults, the version (``vNN.N``; a retired one answers 410,
+    or 400 ``InvalidVersion`` on Bulk paths), the method (when ``allowed`` is given), the session,
+    the API limit. Returns the call, or the response that ends it (use :meth:`_Call.finish` on the
+    call's answer)."""
     org = org_of(request)
     faulted = await guard(org, "query", data_api=True)
     if faulted is not None:
         return faulted
-    parts = [p for p in request.path_params["rest"].split("/") if p]
-    m = _VERSION_RE.match(parts[0]) if parts else None
-    if m is None:
-        return _not_found()
-    if request.method not in ("GET", "HEAD"):
-        return data_error(
-            "METHOD_NOT_ALLOWED", f"HTTP Method '{request.method}' not allowed. Allowed are GET,HEAD", 405
-        )
+    refused = (bulk_version_error if bulk else rest_version_error)(version)
+    if refused is not None:
+        return refused
+    if allowed is not None and request.method not in allowed and not (request.method == "HEAD" and "GET" in allowed):
+        return method_not_allowed(request.method, allowed)
     rec = org.use_access_token(bearer(request))
     if rec is None:
         return data_error("INVALID_SESSION_ID", "Session expired or invalid", 401)
     used = org.count_api_request()
     if used is None:
         return data_error("REQUEST_LIMIT_EXCEEDED", "TotalRequests Limit exceeded.", 403)
-    call = _Call(org, m.group(1), rec, used)
-    response = _dispatch(call, parts[1:], request)
-    response.headers["Sforce-Limit-Info"] = call.limit_info
-    return response
+    settle_all(org)  # rows written by an ingest job that has finished meanwhile are visible
+    return _Call(org, version[1:], rec, used)
+
+
+async def data_api(request: Request) -> Response:
+    """``/services/data/vNN.N/...``: the preamble (:func:`begin`: faults, the version, the method,
+    the session, the API limit), then the resource."""
+    parts = [p for p in request.path_params["rest"].split("/") if p]
+    if not parts:  # "/services/data/" with a method the versions list does not serve
+        faulted = await guard(org_of(request), "query", data_api=True)
+        return faulted or method_not_allowed(request.method, ("GET",))
+    allowed = _METHODS.get(parts[1], ("GET",)) if len(parts) == 2 else ("GET",)
+    call = await begin(request, parts[0], allowed=allowed, bulk=parts[1:2] == ["jobs"])
+    if isinstance(call, Response):
+        return call
+    return call.finish(await _dispatch(call, parts[1:], request))
 
 
 def routes() -> list[Route]:

@@ -287,8 +287,30 @@ async def revoke(request: Request) -> Response:
     return oauth_error("invalid_token", "invalid token")
 
 
+#: Salesforce's published scopes (the ``scopes_supported`` of login.salesforce.com's discovery
+#: document; Salesforce Help, "OAuth Tokens and Scopes")
+SCOPES = [
+    "address", "api", "cdp_api", "cdp_calculated_insight_api", "cdp_identityresolution_api",
+    "cdp_ingest_api", "cdp_profile_api", "cdp_query_api", "cdp_segment_api", "chatbot_api", "content",
+    "custom_permissions", "eclair_api", "einstein_gpt_api", "email", "forgot_password", "full", "id",
+    "interaction_api", "lightning", "offline_access", "openid", "pardot_api", "phone", "profile",
+    "pwdless_login_api", "refresh_token", "sfap_api", "user_registration_api", "visualforce", "wave_api",
+    "web",
+]
+#: the claims userinfo answers (see :mod:`.identity`)
+CLAIMS = [
+    "active", "address", "email", "email_verified", "family_name", "given_name", "is_app_installed",
+    "language", "locale", "name", "nickname", "organization_id", "phone_number", "phone_number_verified",
+    "photos", "picture", "preferred_username", "profile", "sub", "updated_at", "urls", "user_id",
+    "user_type", "zoneinfo",
+]
+
+
 async def openid_config(request: Request) -> Response:
-    """``/.well-known/openid-configuration``: only what the emulator serves is advertised."""
+    """``/.well-known/openid-configuration`` with the keys and values of Salesforce's document
+    (OpenID Connect Discovery 1.0), on each of the three hosts; endpoints point at this host.
+    ``private_key_jwt`` client authentication and dynamic registration are not served, so not
+    advertised; ``authorization_endpoint`` stays, as the field is required."""
     faulted = await guard(org_of(request), "openid")
     if faulted is not None:
         return faulted
@@ -299,17 +321,17 @@ async def openid_config(request: Request) -> Response:
             "authorization_endpoint": f"{b}/services/oauth2/authorize",
             "token_endpoint": f"{b}/services/oauth2/token",
             "revocation_endpoint": f"{b}/services/oauth2/revoke",
-            "introspection_endpoint": f"{b}/services/oauth2/introspect",
             "userinfo_endpoint": f"{b}/services/oauth2/userinfo",
             "jwks_uri": f"{b}/id/keys",
+            "introspection_endpoint": f"{b}/services/oauth2/introspect",
+            "scopes_supported": SCOPES,
             "response_types_supported": ["code", "token", "token id_token"],
             "subject_types_supported": ["public"],
             "id_token_signing_alg_values_supported": ["RS256"],
-            "scopes_supported": ["id", "api", "web", "full", "refresh_token", "openid", "profile", "email"],
-            # private_key_jwt client authentication is not served, so not advertised
+            "display_values_supported": ["page", "popup", "touch"],
             "token_endpoint_auth_methods_supported": ["client_secret_post", "client_secret_basic"],
             "grant_types_supported": ["authorization_code", "refresh_token", "client_credentials", JWT_GRANT],
-            "claims_supported": ["active", "email", "name", "preferred_username", "sub", "user_id", "organization_id"],
+            "claims_supported": CLAIMS,
         }
     )
 

@@ -17,8 +17,10 @@ from sf_oauth_provider.client.certificate import load_certificate
 from sf_oauth_provider.client.errors import SalesforceAuthError, SalesforceConfigError, SalesforceOAuthError
 from sf_oauth_provider.client.token import fingerprint
 from sf_oauth_provider.hooks.salesforce_oauth import SalesforceOAuthHook
-from sf_oauth_provider.operators._common import Progress, bounded_map, mask_secrets, query_inventory, redact_secrets
+from sf_oauth_provider.masking import mask_secrets, redact_secrets
+from sf_oauth_provider.operators._common import Progress, bounded_map
 from sf_oauth_provider.operators.audit.findings import TokenRecord
+from sf_oauth_provider.operators.inventory import query_inventory
 
 if TYPE_CHECKING:
     from sf_oauth_provider.client.oauth import RetryPolicy
