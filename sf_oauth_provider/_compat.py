@@ -15,6 +15,7 @@ and 3.3.2; see the README's "Supported versions")::
     AirflowException          core       sdk        sdk        sdk        airflow.exceptions
     mask_secret               sdk.log    sdk.log    sdk.log    sdk.log    this process's masker under ``dags test``
     amask_secret              missing    missing    missing    sdk.log    mask_secret in a worker thread
+    Stats                     core       core       sdk.observability  sdk.observability  airflow.stats
 
 The task runner of each release catches the exception classes that release defines, so the
 provider must raise exactly those: on 3.0 and 3.1 ``airflow.exceptions``, from 3.2 on the SDK's
@@ -97,6 +98,7 @@ __all__ = [
     "mask_secret",
     "requires_airflow",
     "secrets_masker",
+    "stats",
 ]
 
 #: the installed Airflow release, e.g. ``"3.1.8"`` (also right for apache-airflow-core alone)
@@ -314,3 +316,17 @@ def secrets_masker() -> Any:
     except ImportError:  # 3.0
         from airflow.sdk.execution_time.secrets_masker import _secrets_masker  # type: ignore[no-redef]
     return _secrets_masker()
+
+
+def stats() -> Any:
+    """Airflow's ``Stats`` (StatsD, OpenTelemetry or nothing, as ``[metrics]`` configures it).
+
+    3.2 moved it for task code to ``airflow.sdk.observability.stats`` (``airflow.stats`` is a
+    deprecated re-export there, warning on import); 3.0 and 3.1 keep it in ``airflow.stats``.
+    Imported on first use: DAG parsing never pays for it.
+    """
+    try:  # 3.2+
+        from airflow.sdk.observability.stats import Stats
+    except ImportError:  # 3.0, 3.1
+        from airflow.stats import Stats  # type: ignore[no-redef,attr-defined]
+    return Stats

@@ -125,7 +125,28 @@ CONFIG: dict[str, Any] = {
                 "example": "redis://:password@redis.internal:6379/0",
                 "default": None,
                 "sensitive": True,
-            }
+            },
+            "login_budget_cap": {
+                "description": "Token requests per Salesforce user per rolling hour after which further ones are "
+                "refused before they are sent (SalesforceLoginBudgetExceeded, saying when the budget frees up), "
+                "instead of tripping Salesforce's LOGIN_RATE_EXCEEDED at 3,600, which blocks every integration "
+                "of that user for the rest of the hour. Counted in the widest token store a connection uses "
+                "(Redis, else the host's cache file, else the process). 0 turns the cap off. Outside Airflow: "
+                "env SF_OAUTH_LOGIN_BUDGET_CAP.",
+                "version_added": "0.2.0",
+                "type": "integer",
+                "example": "3000",
+                "default": "3000",
+            },
+            "login_budget_warn": {
+                "description": "Fraction of Salesforce's 3,600 logins per user per hour from which each further "
+                "token request logs a warning (0.8: from 2,880). 0 turns the warning off. Outside Airflow: env "
+                "SF_OAUTH_LOGIN_BUDGET_WARN.",
+                "version_added": "0.2.0",
+                "type": "float",
+                "example": "0.8",
+                "default": "0.8",
+            },
         },
     }
 }

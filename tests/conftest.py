@@ -89,6 +89,17 @@ def _fresh_secrets_masker() -> Iterator[None]:
         masking._masked.clear()
 
 
+@pytest.fixture(autouse=True)
+def _fresh_process_login_counts() -> Iterator[None]:
+    """Forget, after each test, the logins this process counted for the login budget (caches
+    ``memory`` / ``none``): the session emulator serves every test the same user, and a task
+    process starts with none counted too."""
+    yield
+    budget = sys.modules.get("sf_oauth_provider.client.budget")
+    if budget is not None:
+        budget.MemoryLedger._TIMES.clear()
+
+
 @pytest.fixture
 def memory_store():
     """fsspec's in-memory filesystem attached to Airflow's object storage (as a provider would)."""

@@ -18,12 +18,14 @@ if TYPE_CHECKING:
     from sf_oauth_provider.client import (  # noqa: F401 (the submodules, for type checkers)
         assertion,
         auth,
+        budget,
         cache,
         certificate,
         config,
         errors,
         flows,
         masking,
+        metrics,
         oauth,
         provider,
         responses,
@@ -43,8 +45,8 @@ __all__ = [
 __getattr__, __dir__ = attach(
     __name__,
     submodules=(
-        "assertion", "auth", "cache", "certificate", "config", "errors", "flows", "masking", "oauth", "provider",
-        "responses", "singleflight", "stores", "token",
+        "assertion", "auth", "budget", "cache", "certificate", "config", "errors", "flows", "masking", "metrics",
+        "oauth", "provider", "responses", "singleflight", "stores", "token",
     ),
     attributes={
         "OAuthConfig": "config",

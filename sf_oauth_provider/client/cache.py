@@ -194,17 +194,18 @@ class TokenCache:
     def fetch_outcome(self, key: str, ops: singleflight.Operations | Fetch, *,
                       is_usable: Callable[[SalesforceToken], bool], force: bool = False,
                       stale_token: str | None = None, rotating: bool = False,
-                      conn_id: str = "?") -> singleflight.Outcome:
+                      conn_id: str = "?", on_lock: singleflight.LockObserver | None = None) -> singleflight.Outcome:
         """:meth:`get_or_fetch`, telling whether a request was made and with which refresh token.
 
         :param ops: the fetch, or the fetch with the refresh-token check and the expiry settling
         :param rotating: the grant sends a refresh token Salesforce may rotate (never sent twice)
         :param conn_id: the connection, for the messages
+        :param on_lock: told how long the refresh lock was waited for (metrics)
         """
         _check_key(key)
         flow = singleflight.token_flow(self.layers, key, is_usable=is_usable, force=force, stale_token=stale_token,
                                        rotating=rotating, conn_id=conn_id)
-        return singleflight.run(flow, ops, self.lock_timeout)
+        return singleflight.run(flow, ops, self.lock_timeout, on_lock)
 
     async def aget_or_fetch(
         self,
@@ -222,12 +223,13 @@ class TokenCache:
     async def afetch_outcome(self, key: str, ops: singleflight.Operations | AsyncFetch, *,
                              is_usable: Callable[[SalesforceToken], bool], force: bool = False,
                              stale_token: str | None = None, rotating: bool = False,
-                             conn_id: str = "?") -> singleflight.Outcome:
+                             conn_id: str = "?", on_lock: singleflight.LockObserver | None = None,
+                             ) -> singleflight.Outcome:
         """Async :meth:`fetch_outcome` (``ops`` holds coroutine functions)."""
         _check_key(key)
         flow = singleflight.token_flow(self.layers, key, is_usable=is_usable, force=force, stale_token=stale_token,
                                        rotating=rotating, conn_id=conn_id)
-        return await singleflight.arun(flow, ops, self.lock_timeout)
+        return await singleflight.arun(flow, ops, self.lock_timeout, on_lock)
 
 
 def _no_fetch(_refresh_token: str | None) -> SalesforceToken:  # pragma: no cover - invalidate never fetches

@@ -14,6 +14,8 @@ what the user should change (``hint``) and whether a retry may help (``transient
     │   │                                a name that does not resolve, a 200 HTML page
     │   ├── SalesforceLoginRateLimitError  the user's 3,600 logins this hour are used up: a retry
     │   │                                within the task try only extends the lockout
+    │   │   └── SalesforceLoginBudgetExceeded  refused before sending: the login budget's cap
+    │   │                                ([sf_oauth] login_budget_cap) is reached for this hour
     │   └── SalesforceProtocolError      a reply no Salesforce sends: an off-origin or repeated
     │                                    nextRecordsUrl, a plain-http instance URL
     └── SalesforceTransientError         a retry may help
@@ -46,6 +48,7 @@ __all__ = [
     "SalesforceUnavailableError",
     "SalesforceRateLimitError",
     "SalesforceLoginRateLimitError",
+    "SalesforceLoginBudgetExceeded",
     "SalesforceConnectionError",
     "SalesforceRefreshInDoubt",
     "SalesforceRefreshTokenLost",
@@ -225,6 +228,35 @@ class SalesforceLoginRateLimitError(SalesforcePermanentError):
 def _rebuild_login_limit(message, error, error_description, status_code, hint, conn_id, frees_up_at):
     exc = SalesforceLoginRateLimitError(message, error=error, error_description=error_description,
                                         status_code=status_code, hint=hint, frees_up_at=frees_up_at)
+    exc.conn_id = conn_id
+    return exc
+
+
+class SalesforceLoginBudgetExceeded(SalesforceLoginRateLimitError):
+    """The connection's login budget refused a token request before it was sent: ``count`` token
+    requests for this Salesforce user in the rolling hour reached ``cap`` (``[sf_oauth]
+    login_budget_cap``). Permanent for now: it frees up at ``frees_up_at``, when the oldest
+    counted login leaves the hour. Salesforce was not asked.
+
+    :param count: logins counted in the last hour
+    :param cap: the configured cap
+    """
+
+    def __init__(self, message: str, *, count: int = 0, cap: int = 0, frees_up_at: float | None = None,
+                 **kwargs) -> None:
+        self.count = count
+        self.cap = cap
+        kwargs.setdefault("error", "login_budget_exceeded")
+        super().__init__(message, frees_up_at=frees_up_at, **kwargs)
+
+    def __reduce__(self):
+        return (_rebuild_login_budget, (self.message, self.error, self.hint, self.conn_id, self.frees_up_at,
+                                        self.count, self.cap))
+
+
+def _rebuild_login_budget(message, error, hint, conn_id, frees_up_at, count, cap):
+    exc = SalesforceLoginBudgetExceeded(message, error=error, hint=hint, frees_up_at=frees_up_at, count=count,
+                                        cap=cap)
     exc.conn_id = conn_id
     return exc
 

@@ -14,15 +14,26 @@ refresh-token rotation carried. The same code serves sync and async callers: the
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import threading
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Iterator, Sequence
 
+from sf_oauth_provider.client.budget import (
+    BudgetLedger,
+    BudgetSettings,
+    FileLedger,
+    LoginBudget,
+    MemoryLedger,
+    budget_key,
+)
 from sf_oauth_provider.client.cache import TokenCache, default_cache_dir
 from sf_oauth_provider.client.config import OAuthConfig
+from sf_oauth_provider.client.errors import SalesforceLoginBudgetExceeded, SalesforceOAuthError
+from sf_oauth_provider.client.metrics import Metrics, MetricsSink
 from sf_oauth_provider.client.singleflight import Operations, Outcome
 from sf_oauth_provider.client.stores import TokenStore
 from sf_oauth_provider.client.token import SalesforceToken
@@ -63,6 +74,12 @@ class TokenProvider:
         ``config.cache`` is ``auto`` or ``redis``)
     :param redis_url: the deployment's Redis; default ``$SF_OAUTH_REDIS_URL`` (the hook passes
         Airflow's ``[sf_oauth] redis_url``)
+    :param metrics: where metrics go (:mod:`sf_oauth_provider.client.metrics`; default: nowhere;
+        the hook passes Airflow's ``Stats``)
+    :param login_budget: cap and warning threshold of the login budget
+        (:mod:`sf_oauth_provider.client.budget`); default ``$SF_OAUTH_LOGIN_BUDGET_CAP`` /
+        ``$SF_OAUTH_LOGIN_BUDGET_WARN`` or 3000 / 0.8 (the hook passes ``[sf_oauth]`` settings)
+    :param budget_clock: epoch seconds now, for the login budget's window (tests move it)
     :raises SalesforceConfigError: ``config.cache`` is ``redis`` and no Redis URL is configured
     """
 
@@ -81,6 +98,9 @@ class TokenProvider:
         cache: TokenCache | None = None,
         shared_layers: Sequence[TokenStore] | None = None,
         redis_url: str | None = None,
+        metrics: MetricsSink | None = None,
+        login_budget: BudgetSettings | None = None,
+        budget_clock: Callable[[], float] | None = None,
     ) -> None:
         self.config = config
         self.leeway = float(leeway)
@@ -100,6 +120,10 @@ class TokenProvider:
             shared_layers = shared_layers_for(config, url, logger=self.log)
         self._shared_layers = tuple(shared_layers)
         self._build_guard = threading.Lock()
+        self.metrics = Metrics(metrics)
+        self._budget_settings = login_budget if login_budget is not None else BudgetSettings.from_env()
+        self._budget_clock = budget_clock
+        self._budget: LoginBudget | None = None
 
     def __repr__(self) -> str:
         return f"TokenProvider(conn_id={self.config.conn_id!r}, cache={self._cache!r})"
@@ -122,6 +146,72 @@ class TokenProvider:
     async def acache(self) -> TokenCache:
         """:attr:`cache`, built in a thread the first time (it reads and writes files)."""
         return self._cache if self._cache is not None else await asyncio.to_thread(lambda: self.cache)
+
+    @property
+    def budget(self) -> LoginBudget:
+        """The connection's login budget, counted in the widest store the cache uses (built with it)."""
+        budget = self._budget
+        if budget is None:
+            cache = self.cache
+            ledger: BudgetLedger = MemoryLedger()
+            if cache.cache_dir is not None:
+                ledger = FileLedger(cache.cache_dir, logger=self.log)
+            redis_stores = [store for store in cache.layers if store.name == "redis"]
+            if redis_stores:
+                from sf_oauth_provider.client.budget_redis import RedisLedger
+                from sf_oauth_provider.client.stores.redis import RedisStore
+
+                if isinstance(redis_stores[-1], RedisStore):
+                    ledger = RedisLedger(redis_stores[-1], ledger)
+            extra: dict[str, Any] = {"clock": self._budget_clock} if self._budget_clock is not None else {}
+            budget = self._budget = LoginBudget(ledger, self._budget_settings, key=budget_key(self.config),
+                                                conn_id=self.config.conn_id, logger=self.log, metrics=self.metrics,
+                                                **extra)
+        return budget
+
+    async def abudget(self) -> LoginBudget:
+        """:attr:`budget`, built in a thread the first time (it may build the stores)."""
+        return self._budget if self._budget is not None else await asyncio.to_thread(lambda: self.budget)
+
+    @contextlib.contextmanager
+    def _counted(self) -> Iterator[None]:
+        """``sf_oauth.token_request`` with the outcome of the token request made inside."""
+        flow = self.config.auth_flow
+        try:
+            yield
+        except SalesforceLoginBudgetExceeded:
+            self.metrics.token_request(flow, "budget_refused")
+            raise
+        except SalesforceOAuthError as exc:
+            self.metrics.token_request(flow, "transient_error" if exc.transient else "permanent_error")
+            raise
+        self.metrics.token_request(flow, "ok")
+
+    def _request(self, send: Callable[[], SalesforceToken]) -> SalesforceToken:
+        """One token request: counted in the login budget (refused at its cap, before sending), then sent."""
+        with self._counted():
+            self.budget.admit()
+            return send()
+
+    async def _arequest(self, send: Callable[[], Awaitable[SalesforceToken]]) -> SalesforceToken:
+        """Async :meth:`_request`."""
+        with self._counted():
+            await (await self.abudget()).aadmit()
+            return await send()
+
+    def _observed(self, outcome: Outcome | None, error: BaseException | None, requested: bool) -> None:
+        """Cache hit or miss, and a permanent error's code, for one :meth:`get_token` call."""
+        if not self.metrics.enabled:
+            return
+        if outcome is not None and outcome.layer is not None:
+            self.metrics.cache_hit(outcome.layer)
+        elif requested or (outcome is not None and outcome.fetched):
+            self.metrics.cache_miss()
+        if isinstance(error, SalesforceOAuthError) and not error.transient:
+            self.metrics.permanent_error(error.error or type(error).__name__)
+
+    def _lock_waited(self, layer: str, seconds: float, _held: bool) -> None:
+        self.metrics.lock_wait(layer, seconds)
 
     @property
     def client(self) -> SalesforceOAuthClient:
@@ -159,16 +249,27 @@ class TokenProvider:
         """
         if stale_token is not None:
             self._on_secret(stale_token)
-        # the client (an httpx pool with its TLS context: tens of ms) is built on the first miss only
+        requested: list[bool] = []
+
+        def fetch(refresh: str | None) -> SalesforceToken:
+            requested.append(True)
+            # the client (an httpx pool with its TLS context: tens of ms) is built on the first miss only
+            return self._request(lambda: self.client.request_token(refresh_token=refresh))
+
         ops = Operations(
-            fetch=lambda refresh: self.client.request_token(refresh_token=refresh),
+            fetch=fetch,
             verify=lambda refresh: self.client.refresh_token_active(self._refresh_token_to_check(refresh)),
             settle=lambda token: self.client.settle_expiry(token),
         )
-        outcome = self.cache.fetch_outcome(
-            self.config.cache_key, ops, is_usable=self.usable, force=force_refresh, stale_token=stale_token,
-            rotating=self._rotating, conn_id=self.config.conn_id,
-        )
+        try:
+            outcome = self.cache.fetch_outcome(
+                self.config.cache_key, ops, is_usable=self.usable, force=force_refresh, stale_token=stale_token,
+                rotating=self._rotating, conn_id=self.config.conn_id, on_lock=self._lock_waited,
+            )
+        except BaseException as exc:
+            self._observed(None, exc, bool(requested))
+            raise
+        self._observed(outcome, None, bool(requested))
         return self._handed_out(outcome)
 
     @property
@@ -199,8 +300,11 @@ class TokenProvider:
                 opened.append(self._async_client())
             return opened[0]
 
+        requested: list[bool] = []
+
         async def fetch(refresh: str | None) -> SalesforceToken:
-            return await http().request_token(refresh_token=refresh)
+            requested.append(True)
+            return await self._arequest(lambda: http().request_token(refresh_token=refresh))
 
         async def verify(refresh: str | None) -> bool | None:
             return await http().refresh_token_active(self._refresh_token_to_check(refresh))
@@ -212,10 +316,15 @@ class TokenProvider:
             outcome = await cache.afetch_outcome(
                 self.config.cache_key, Operations(fetch, verify, settle), is_usable=self.usable,
                 force=force_refresh, stale_token=stale_token, rotating=self._rotating, conn_id=self.config.conn_id,
+                on_lock=self._lock_waited,
             )
+        except BaseException as exc:
+            self._observed(None, exc, bool(requested))
+            raise
         finally:
             for opened_client in opened:
                 await opened_client.aclose()
+        self._observed(outcome, None, bool(requested))
         return self._handed_out(outcome)
 
     def invalidate(self, access_token: str | None = None) -> None:
@@ -238,6 +347,7 @@ class TokenProvider:
             config = self.config
             used = outcome.refresh_token or config.refresh_token
             if token.refresh_token and token.refresh_token != used:
+                self.metrics.refresh_rotated()
                 self.log.info(
                     "Salesforce rotated the refresh token of connection %r; the new one is kept in the token cache",
                     config.conn_id,

@@ -27,6 +27,7 @@ blocking calls, :func:`arun` with awaitables; neither re-states the rules:
 from __future__ import annotations
 
 import contextlib
+import time
 from dataclasses import dataclass, field, replace
 from typing import Any, Awaitable, Callable, Generator, Sequence, Union
 
@@ -35,7 +36,7 @@ from sf_oauth_provider.client.stores.base import TokenStore, marker_token, refre
 from sf_oauth_provider.client.stores.memory import GENERATIONS as _SEEN
 from sf_oauth_provider.client.token import SalesforceToken
 
-__all__ = ["Outcome", "Operations", "token_flow", "invalidate_flow", "run", "arun"]
+__all__ = ["Outcome", "Operations", "LockObserver", "token_flow", "invalidate_flow", "run", "arun"]
 
 
 @dataclass(frozen=True)
@@ -98,11 +99,13 @@ class Outcome:
     :param token: the token to use
     :param fetched: a token request was made
     :param refresh_token: the refresh token the request used (None: the configured one)
+    :param layer: the store layer that served the token (None: it was fetched)
     """
 
     token: SalesforceToken
     fetched: bool = False
     refresh_token: str | None = field(default=None, repr=False)
+    layer: str | None = None
 
 
 _MAX_RESENDS = 2
@@ -130,9 +133,9 @@ def token_flow(
     """
     force = force or stale_token is not None
     if not force:
-        cached = yield from _stored_usable(layers, key, is_usable)
+        cached, layer = yield from _stored_usable(layers, key, is_usable)
         if cached is not None:
-            return Outcome(cached)
+            return Outcome(cached, layer=layer)
     for store in reversed(layers):
         # the widest layer's lock; when it cannot be had (a shared store that is down, a stuck
         # holder), the next narrower one, so that at least this host refreshes once
@@ -140,11 +143,11 @@ def token_flow(
             break
     found = yield from _read_locked(layers, key, stale_token)
     if not (force and stale_token is None):
-        for depth, (_, token) in enumerate(found):
+        for depth, (holder, token) in enumerate(found):
             if token is not None and token.access_token and is_usable(token):
                 for narrower, _ in found[depth + 1:]:
                     yield Write(narrower, key, token)
-                return Outcome(token)
+                return Outcome(token, layer=holder.name)
     tokens = [t for _, t in found if t is not None]
     newest = _newest(tokens)
     refresh = newest.refresh_token if newest is not None else None
@@ -255,17 +258,17 @@ def _accepted(key: str, token: SalesforceToken | None) -> SalesforceToken | None
 
 def _stored_usable(
     layers: Sequence[TokenStore], key: str, is_usable: Callable[[SalesforceToken], bool]
-) -> Generator[Step, Any, SalesforceToken | None]:
-    """The first usable stored token (narrowest layer first), copied into the narrower unshared
-    layers that missed it; None when no layer has one."""
+) -> Generator[Step, Any, tuple[SalesforceToken | None, str | None]]:
+    """The first usable stored token (narrowest layer first) and its layer's name, copied into
+    the narrower unshared layers that missed it; (None, None) when no layer has one."""
     for depth, store in enumerate(layers):
         token = _accepted(key, (yield Read(store, key)))
         if token is not None and is_usable(token):
             for upper in layers[:depth]:
                 if not upper.shared:  # shared layers are written under the lock only
                     yield Write(upper, key, token)
-            return token
-    return None
+            return token, store.name
+    return None, None
 
 
 def _read_locked(
@@ -327,12 +330,22 @@ def _operations(ops: Operations | Callable[[str | None], Any]) -> Operations:
     return ops if isinstance(ops, Operations) else Operations(ops)
 
 
+#: told how long a lock was waited for: ``on_lock(layer name, seconds, held)``
+LockObserver = Callable[[str, float, bool], None]
+
+
+def _no_observer(_layer: str, _seconds: float, _held: bool) -> None:
+    return None
+
+
 def run(flow: Generator[Step, Any, Any], ops: Operations | Callable[[str | None], SalesforceToken],
-        lock_timeout: float) -> Any:
+        lock_timeout: float, on_lock: LockObserver | None = None) -> Any:
     """Drive ``flow`` with blocking calls; locks taken are released when it ends.
 
     :param ops: the Salesforce operations (a bare callable: the fetch alone)
+    :param on_lock: told how long each lock was waited for (metrics)
     """
+    observe = on_lock or _no_observer
     ops = _operations(ops)
     with contextlib.ExitStack() as held:
         answer: Any = None
@@ -350,7 +363,9 @@ def run(flow: Generator[Step, Any, Any], ops: Operations | Callable[[str | None]
             elif isinstance(step, Invalidate):
                 step.store.invalidate(step.key, step.access_token)
             elif isinstance(step, Lock):
+                started = time.monotonic()
                 answer = held.enter_context(step.store.lock(step.key, lock_timeout))
+                observe(step.store.name, time.monotonic() - started, bool(answer))
             elif isinstance(step, Verify):
                 answer = ops.verify(step.refresh_token) if ops.verify is not None else None
             elif isinstance(step, Settle):
@@ -363,8 +378,9 @@ def run(flow: Generator[Step, Any, Any], ops: Operations | Callable[[str | None]
 
 
 async def arun(flow: Generator[Step, Any, Any], ops: Operations | Callable[[str | None], Awaitable[SalesforceToken]],
-               lock_timeout: float) -> Any:
+               lock_timeout: float, on_lock: LockObserver | None = None) -> Any:
     """Drive ``flow`` with awaitables: no blocking I/O on the event loop (stores do theirs in threads)."""
+    observe = on_lock or _no_observer
     ops = _operations(ops)
     async with contextlib.AsyncExitStack() as held:
         answer: Any = None
@@ -382,7 +398,9 @@ async def arun(flow: Generator[Step, Any, Any], ops: Operations | Callable[[str 
             elif isinstance(step, Invalidate):
                 await step.store.ainvalidate(step.key, step.access_token)
             elif isinstance(step, Lock):
+                started = time.monotonic()
                 answer = await held.enter_async_context(step.store.alock(step.key, lock_timeout))
+                observe(step.store.name, time.monotonic() - started, bool(answer))
             elif isinstance(step, Verify):
                 answer = await ops.verify(step.refresh_token) if ops.verify is not None else None
             elif isinstance(step, Settle):

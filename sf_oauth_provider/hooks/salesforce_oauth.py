@@ -20,6 +20,7 @@ from sf_oauth_provider import client as core  # the framework-free core; its mod
 from sf_oauth_provider._compat import BaseHook, conf
 from sf_oauth_provider.client.errors import SalesforceConfigError, SalesforceOAuthError, SalesforceSessionExpired
 from sf_oauth_provider.hooks._bulk import BulkMethods
+from sf_oauth_provider.hooks.airflow_metrics import AirflowStatsSink
 from sf_oauth_provider.masking import amask_secrets, mask_secrets
 
 if TYPE_CHECKING:
@@ -185,7 +186,24 @@ class SalesforceOAuthHook(BulkMethods, BaseHook):
             logger=cast("logging.Logger", self.log),
             # [sf_oauth] redis_url (env AIRFLOW__SF_OAUTH__REDIS_URL); unset: $SF_OAUTH_REDIS_URL
             redis_url=conf.get("sf_oauth", "redis_url", fallback=None) or None,
+            metrics=self.metrics_sink, login_budget=self._login_budget(),
         )
+
+    #: where the token client's metrics go: Airflow's ``Stats``, as ``[metrics]`` configures it
+    metrics_sink = AirflowStatsSink()
+
+    @staticmethod
+    def _login_budget() -> core.budget.BudgetSettings:
+        """``[sf_oauth] login_budget_cap`` / ``login_budget_warn`` (env AIRFLOW__SF_OAUTH__LOGIN_BUDGET_*)."""
+        return core.budget.BudgetSettings.parse(
+            conf.get("sf_oauth", "login_budget_cap", fallback=None),
+            conf.get("sf_oauth", "login_budget_warn", fallback=None),
+        )
+
+    def _config_failed(self, exc: BaseException) -> None:
+        """A connection that cannot even be read counts as a permanent error too (metrics)."""
+        if isinstance(exc, SalesforceOAuthError) and not exc.transient and "provider" not in self.__dict__:
+            core.metrics.Metrics(self.metrics_sink).permanent_error(exc.error or type(exc).__name__)
 
     @cached_property
     def _unmasked(self) -> collections.deque[str]:
@@ -291,6 +309,9 @@ class SalesforceOAuthHook(BulkMethods, BaseHook):
         """
         try:
             return self.provider.get_token(force_refresh, stale_token=stale_token)
+        except SalesforceOAuthError as exc:
+            self._config_failed(exc)
+            raise
         finally:
             self._flush_masks()
 
@@ -299,6 +320,9 @@ class SalesforceOAuthHook(BulkMethods, BaseHook):
         try:
             provider = await self._aprovider()
             return await provider.aget_token(force_refresh, stale_token=stale_token, client=self._pool)
+        except SalesforceOAuthError as exc:
+            self._config_failed(exc)
+            raise
         finally:
             await self._aflush_masks()
 
