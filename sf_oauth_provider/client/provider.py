@@ -100,6 +100,8 @@ class TokenProvider:
             shared_layers = shared_layers_for(config, url, logger=self.log)
         self._shared_layers = tuple(shared_layers)
         self._build_guard = threading.Lock()
+        #: where the last token handed out came from: ``memory``, ``file``, ``redis`` or ``salesforce``
+        self.last_layer: str | None = None
 
     def __repr__(self) -> str:
         return f"TokenProvider(conn_id={self.config.conn_id!r}, cache={self._cache!r})"
@@ -231,6 +233,7 @@ class TokenProvider:
 
     def _handed_out(self, outcome: Outcome) -> SalesforceToken:
         token = outcome.token
+        self.last_layer = outcome.layer
         self._on_secret(token.access_token)
         if token.refresh_token:
             self._on_secret(token.refresh_token)

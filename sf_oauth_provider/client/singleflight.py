@@ -98,11 +98,14 @@ class Outcome:
     :param token: the token to use
     :param fetched: a token request was made
     :param refresh_token: the refresh token the request used (None: the configured one)
+    :param layer: where the token came from: a store's name (``memory``, ``file``, ``redis``) or
+        ``salesforce`` (fetched)
     """
 
     token: SalesforceToken
     fetched: bool = False
     refresh_token: str | None = field(default=None, repr=False)
+    layer: str | None = None
 
 
 _MAX_RESENDS = 2
@@ -132,7 +135,7 @@ def token_flow(
     if not force:
         cached = yield from _stored_usable(layers, key, is_usable)
         if cached is not None:
-            return Outcome(cached)
+            return Outcome(cached[0], layer=cached[1])
     for store in reversed(layers):
         # the widest layer's lock; when it cannot be had (a shared store that is down, a stuck
         # holder), the next narrower one, so that at least this host refreshes once
@@ -140,11 +143,11 @@ def token_flow(
             break
     found = yield from _read_locked(layers, key, stale_token)
     if not (force and stale_token is None):
-        for depth, (_, token) in enumerate(found):
+        for depth, (holder, token) in enumerate(found):
             if token is not None and token.access_token and is_usable(token):
                 for narrower, _ in found[depth + 1:]:
                     yield Write(narrower, key, token)
-                return Outcome(token)
+                return Outcome(token, layer=holder.name)
     tokens = [t for _, t in found if t is not None]
     newest = _newest(tokens)
     refresh = newest.refresh_token if newest is not None else None
@@ -163,7 +166,7 @@ def token_flow(
     if settled is not token:
         for store in layers:
             yield Write(store, key, settled)
-    return Outcome(settled, fetched=True, refresh_token=refresh)
+    return Outcome(settled, fetched=True, refresh_token=refresh, layer="salesforce")
 
 
 def _fetch_once(layers: Sequence[TokenStore], key: str, tokens: list[SalesforceToken],
@@ -255,16 +258,16 @@ def _accepted(key: str, token: SalesforceToken | None) -> SalesforceToken | None
 
 def _stored_usable(
     layers: Sequence[TokenStore], key: str, is_usable: Callable[[SalesforceToken], bool]
-) -> Generator[Step, Any, SalesforceToken | None]:
-    """The first usable stored token (narrowest layer first), copied into the narrower unshared
-    layers that missed it; None when no layer has one."""
+) -> Generator[Step, Any, tuple[SalesforceToken, str] | None]:
+    """The first usable stored token (narrowest layer first) and its layer's name, copied into
+    the narrower unshared layers that missed it; None when no layer has one."""
     for depth, store in enumerate(layers):
         token = _accepted(key, (yield Read(store, key)))
         if token is not None and is_usable(token):
             for upper in layers[:depth]:
                 if not upper.shared:  # shared layers are written under the lock only
                     yield Write(upper, key, token)
-            return token
+            return token, store.name
     return None
 
 
