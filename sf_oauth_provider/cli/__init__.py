@@ -94,10 +94,30 @@ COMMANDS: list[tuple[tuple[str, ...], str, Handler, tuple[Spec, ...]]] = [
 GROUP_HELP = {"cache": "the token stores: list or purge cached tokens"}
 
 
+def airflow_group_hint() -> str:
+    """Whether ``airflow sf-oauth …`` works with the installed Airflow (it loads provider CLI
+    groups from 3.2 on), without importing Airflow."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        installed = version("apache-airflow")
+    except PackageNotFoundError:
+        return "Airflow is not installed here: use `sf-oauth`."
+    try:
+        release = tuple(int(part) for part in installed.split(".")[:2])
+    except ValueError:
+        release = (0, 0)
+    if release >= (3, 2):
+        return f"The same commands run as `airflow sf-oauth …` (Airflow {installed})."
+    return (f"`airflow sf-oauth …` needs Airflow >= 3.2 (it loads provider CLI groups from there on); "
+            f"with Airflow {installed} use `sf-oauth`.")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="sf-oauth",
-        description="Operate Salesforce OAuth connections (also `airflow sf-oauth …` on Airflow >= 3.2).",
+        description="Operate Salesforce OAuth connections: doctor, token, cache.",
+        epilog=airflow_group_hint(),
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     groups: dict[str, Any] = {}
