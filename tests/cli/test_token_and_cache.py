@@ -21,7 +21,9 @@ def _entries(cli: Cli, conn_id: str) -> dict[str, dict[str, Any]]:
     return {row["layer"]: row for row in result.json()["entries"] if row["connection"] == conn_id}
 
 
-def test_token_is_fetched_from_salesforce_then_served_from_the_file(cli: Cli, emulator) -> None:
+def test_token_is_fetched_from_salesforce_then_served_from_the_file(
+    cli: Cli, emulator, emulator_connections_file
+) -> None:
     first = cli.run("token", JWT, "--json")
     assert first.returncode == 0, first.output
     info = first.json()
@@ -30,7 +32,9 @@ def test_token_is_fetched_from_salesforce_then_served_from_the_file(cli: Cli, em
     assert info["user_id"] and info["instance_url"] == emulator.base_url and info["scopes"] == ["api", "id"]
     assert 0 < info["expires_in_seconds"] <= 7200
 
-    second = cli.run("token", JWT)  # a new process: empty memory, the host's file store has it
+    # a new process (empty memory; the host's file store has it), reading a local connections file
+    cli.connections = {}
+    second = cli.run("token", JWT, "--conn-file", str(emulator_connections_file))
     assert second.returncode == 0, second.output
     assert "served by    file" in second.stdout and info["fingerprint"] in second.stdout
     cli.secrets |= issued_secrets(emulator.org)
@@ -91,7 +95,7 @@ def test_purge_keeps_the_refresh_token_unless_include_refresh(cli: Cli, emulator
         cli.assert_no_secret(run)
 
 
-def test_purge_all_leaves_other_users_nothing_and_needs_a_target(cli: Cli, emulator) -> None:
+def test_purge_all_empties_the_file_store_and_needs_a_target(cli: Cli, emulator) -> None:
     assert cli.run("token", JWT).returncode == 0
     assert cli.run("cache", "purge").returncode == 2
     result = cli.run("cache", "purge", "--all", "--json")
