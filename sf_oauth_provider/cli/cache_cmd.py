@@ -166,7 +166,7 @@ def _purge_redis(url: str, configs: dict[str, OAuthConfig], wanted: set[str] | N
                                         "(name the connection, or see --include-refresh)"}
                             if not include_refresh else
                             {"connection": "?", "key": key, "layer": "redis",
-                             "outcome": "removed" if remove_entry(client, key) else "no entry"})
+                             "outcome": _removed(remove_entry(client, key, lock_timeout=_LOCK_TIMEOUT))})
                 continue
             store = _redis_store(url, config)
             try:
@@ -179,6 +179,10 @@ def _purge_redis(url: str, configs: dict[str, OAuthConfig], wanted: set[str] | N
     finally:
         client.close()
     return rows
+
+
+def _removed(outcome: bool | None) -> str:
+    return {True: "removed", False: "no entry", None: "busy: a refresh held the lock too long; left alone"}[outcome]
 
 
 def render_purge(rows: list[dict[str, Any]], notes: Iterable[str]) -> str:

@@ -244,3 +244,16 @@ def test_redis_that_evicts_refresh_tokens(cli: Cli, emulator, redis_server, redi
     assert "rotates refresh tokens" in redis["fix"]
     cli.secrets |= issued_secrets(emulator.org)
     cli.assert_no_secret(cli.last)
+
+
+def test_cache_directory_others_can_write(cli: Cli, emulator, tmp_path: Path) -> None:
+    shared = tmp_path / "shared-cache"
+    shared.mkdir()
+    shared.chmod(0o777)  # writable by everyone, no sticky bit: another user could plant tokens
+    cli.env["SF_OAUTH_CACHE_DIR"] = str(shared)
+    code, report, _ = _doctor(cli, _jwt(cli))
+    cache_dir = _check(report, "cache_dir")
+    assert code == 1 and cache_dir["status"] == "fail"
+    assert str(shared) in cache_dir["detail"] and "others" in cache_dir["detail"]
+    assert "mode 0700" in cache_dir["fix"]
+    assert _check(report, "token")["status"] == "ok"  # tasks still get tokens (memory only, one warning)

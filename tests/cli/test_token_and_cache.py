@@ -108,3 +108,18 @@ def test_purge_all_empties_the_file_store_and_needs_a_target(cli: Cli, emulator)
 def test_help_runs_without_airflow_setup(cli: Cli, args: tuple[str, ...]) -> None:
     result = cli.run(*args)
     assert result.returncode == 0 and "usage: sf-oauth" in result.stdout
+
+
+def test_purge_all_leaves_unknown_redis_entries_unless_include_refresh(cli: Cli, emulator, redis_url: str) -> None:
+    cli.env["SF_OAUTH_REDIS_URL"] = redis_url
+    assert cli.run("token", JWT).returncode == 0
+    cli.connections = {}  # this host no longer knows the connection: its Redis entry cannot be read
+    kept = cli.run("cache", "purge", "--all", "--json").json()["purged"]
+    redis_rows = [r for r in kept if r["layer"] == "redis"]
+    assert len(redis_rows) == 1 and redis_rows[0]["connection"] == "?"
+    assert redis_rows[0]["outcome"].startswith("left alone: connection not known here")
+    gone = cli.run("cache", "purge", "--all", "--include-refresh", "--json")
+    assert {r["outcome"] for r in gone.json()["purged"] if r["layer"] == "redis"} == {"removed"}
+    assert "fresh authorisation" in gone.stderr
+    listing = cli.run("cache", "list", "--json").json()["entries"]
+    assert [r for r in listing if r["layer"] == "redis"] == []

@@ -37,13 +37,23 @@ def entry_keys(client: Any) -> list[str]:
     return sorted(keys)
 
 
-def remove_entry(client: Any, key: str) -> bool:
+def remove_entry(client: Any, key: str, *, lock_timeout: float | None = None) -> bool | None:
     """Delete ``key``'s entry, refresh token included (its generation and "rotated" records stay,
-    so no process sends a retired refresh token again). Call it under the store's lock.
+    so no process sends a retired refresh token again). Call it under the store's lock, or give
+    ``lock_timeout`` to take that lock here (an entry whose connection is unknown).
 
-    :returns: whether there was one
+    :returns: whether there was one; None when the lock was not had within ``lock_timeout``
     """
-    return bool(client.delete(KEY_PREFIX + key))
+    if lock_timeout is None:
+        return bool(client.delete(KEY_PREFIX + key))
+    lock = client.lock(KEY_PREFIX + key + ":lock", timeout=lock_timeout + 10, sleep=0.05,
+                       blocking_timeout=lock_timeout, thread_local=False)
+    if not lock.acquire():
+        return None
+    try:
+        return bool(client.delete(KEY_PREFIX + key))
+    finally:
+        lock.release()
 
 
 def settings_report(client: Any) -> dict[str, Any]:
