@@ -87,8 +87,37 @@ class DoctorContext:
     now: Callable[[], float] = time.time
 
 
+def _secrets_of(ctx: DoctorContext) -> list[str]:
+    """The connection's secret values, as a last guard on what the checks say (a validation
+    message quotes the field it refuses, and a host may carry ``user:password@``)."""
+    from urllib.parse import urlsplit
+
+    conn = ctx.conn
+    found = [getattr(conn, "password", None) or ""]
+    found += [str(ctx.extra.get(name) or "") for name in ("refresh_token", "private_key_passphrase")]
+    found += [line for line in str(ctx.extra.get("private_key") or "").replace("\\n", "\n").splitlines()
+              if len(line) > 16]
+    try:
+        found.append(urlsplit(str(getattr(conn, "host", "") or "")).password or "")
+    except ValueError:
+        pass
+    if ctx.token is not None:
+        found += [ctx.token.access_token, ctx.token.refresh_token or ""]
+    return sorted({s for s in found if len(s) >= 6}, key=len, reverse=True)
+
+
+def _redacted(result: Result, secrets: list[str]) -> Result:
+    def clean(text: str | None) -> str | None:
+        for secret in secrets:
+            text = text.replace(secret, "[redacted]") if text else text
+        return text
+
+    return Result(result.status, clean(result.detail) or "", clean(result.fix))
+
+
 def run_checks(ctx: DoctorContext, checks: Sequence[Check]) -> list[tuple[Check, Result]]:
-    """Run ``checks`` in order; a check whose prerequisite did not pass is skipped, naming it."""
+    """Run ``checks`` in order; a check whose prerequisite did not pass is skipped, naming it.
+    The connection's secrets are replaced by ``[redacted]`` wherever a check quoted one."""
     done: dict[str, Result] = {}
     results: list[tuple[Check, Result]] = []
     titles = {c.name: c.title for c in checks}
@@ -106,7 +135,8 @@ def run_checks(ctx: DoctorContext, checks: Sequence[Check]) -> list[tuple[Check,
                 result = fail(f"the check could not run: {said}", getattr(exc, "hint", None))
         done[check.name] = result
         results.append((check, result))
-    return results
+    secrets = _secrets_of(ctx)
+    return [(check, _redacted(result, secrets)) for check, result in results]
 
 
 def render(conn_id: str, results: list[tuple[Check, Result]]) -> str:

@@ -257,3 +257,13 @@ def test_cache_directory_others_can_write(cli: Cli, emulator, tmp_path: Path) ->
     assert str(shared) in cache_dir["detail"] and "others" in cache_dir["detail"]
     assert "mode 0700" in cache_dir["fix"]
     assert _check(report, "token")["status"] == "ok"  # tasks still get tokens (memory only, one warning)
+
+
+def test_credentials_in_the_host_are_refused_and_never_echoed(cli: Cli) -> None:
+    conn = copy.deepcopy(cli.connections["salesforce_oauth_default"])
+    conn["host"] = "https://integration:Sup3r-s3cret-pw@acme.my.salesforce.com"
+    cli.secrets.add("Sup3r-s3cret-pw")  # checked by every run
+    code, report, human = _doctor(cli, conn, human=True)
+    host = _check(report, "host")
+    assert code == 1 and host["status"] == "fail" and "contains '@'" in host["detail"]
+    assert "[redacted]" in host["detail"] and "never in the host" in host["fix"]
