@@ -267,3 +267,24 @@ def test_credentials_in_the_host_are_refused_and_never_echoed(cli: Cli) -> None:
     host = _check(report, "host")
     assert code == 1 and host["status"] == "fail" and "contains '@'" in host["detail"]
     assert "[redacted]" in host["detail"] and "never in the host" in host["fix"]
+
+
+def test_tls_that_does_not_verify_and_the_ca_bundle_that_fixes_it(cli: Cli, tmp_path: Path) -> None:
+    from sf_oauth_provider.emulator import seed_demo_org, serve
+    from sf_oauth_provider.emulator.connections import connection_dicts, write_private_key
+
+    with serve(seed_demo_org(42), tls_dir=tmp_path / "tls") as running:
+        key = write_private_key(running.org, tmp_path / "tls-key.pem")
+        conn = connection_dicts(running, key)["salesforce_oauth_default"]
+        assert conn["host"].startswith("https://")
+        with_ca = copy.deepcopy(conn)
+        conn["extra"].pop("ca_bundle")
+        code, report, _ = _doctor(cli, conn)
+        host = _check(report, "host")
+        assert code == 1 and host["status"] == "fail" and host["detail"].startswith("TLS:")
+        assert "'ca_bundle'" in host["fix"]
+        assert _check(report, "token")["status"] == "skip"
+
+        code, report, _ = _doctor(cli, with_ca)
+        assert code == 0, report
+        assert "TLS certificate verified" in _check(report, "host")["detail"]
