@@ -288,3 +288,13 @@ def test_tls_that_does_not_verify_and_the_ca_bundle_that_fixes_it(cli: Cli, tmp_
         code, report, _ = _doctor(cli, with_ca)
         assert code == 0, report
         assert "TLS certificate verified" in _check(report, "host")["detail"]
+
+
+def test_unknown_connection_id_suggests_the_closest_and_skips_the_rest(cli: Cli) -> None:
+    result = cli.run("doctor", "salesforce_oauth_defualt", "--json")
+    report = result.json()
+    assert result.returncode == 1
+    found = _check(report, "connection")
+    assert found["status"] == "fail" and "did you mean 'salesforce_oauth_default'" in found["detail"]
+    assert "set CONN_ID to 'salesforce_oauth_default'" in found["fix"]
+    assert {c["status"] for c in report["checks"][1:]} == {"skip"}
