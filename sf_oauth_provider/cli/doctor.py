@@ -141,7 +141,7 @@ def run_checks(ctx: DoctorContext, checks: Sequence[Check]) -> list[tuple[Check,
 
 def render(conn_id: str, results: list[tuple[Check, Result]]) -> str:
     """The human report: one table row per check, its fix below it."""
-    from sf_oauth_provider.cli.output import table
+    from sf_oauth_provider.cli.output import table, terminal_width
 
     rows = []
     for check, result in results:
@@ -154,7 +154,8 @@ def render(conn_id: str, results: list[tuple[Check, Result]]) -> str:
     verdict = ("all checks passed" if not failed else f"{failed} check(s) failed" + (
         f", {skipped} skipped" if skipped else ""))
     head = f"sf-oauth doctor: connection {conn_id!r}"
-    return "\n".join([head, "", table(rows, [("s", ""), ("check", "check"), ("detail", "result")]), "", verdict])
+    shown = table(rows, [("s", ""), ("check", "check"), ("detail", "result")], wrap_last=terminal_width())
+    return "\n".join([head, "", shown, "", verdict])
 
 
 def as_json(conn_id: str, results: list[tuple[Check, Result]]) -> dict[str, Any]:
