@@ -331,6 +331,16 @@ def _summary_lines(run: DemoRun) -> Iterator[str]:
         yield from (f"         {line}" for line in tail)
 
 
+DOCTOR_CONN_ID = "salesforce_oauth_default"
+
+
+def _doctor(env: dict[str, str], timeout: float = 120.0) -> str:
+    """``sf-oauth doctor`` of the demo connection, as printed (its stdout)."""
+    proc = subprocess.run([sys.executable, "-m", "sf_oauth_provider.cli", "doctor", DOCTOR_CONN_ID], env=env,
+                          capture_output=True, text=True, timeout=timeout, check=False)
+    return proc.stdout.rstrip() or f"(sf-oauth doctor printed nothing; exit {proc.returncode})"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the demo; 0 when every run succeeded.
 
@@ -365,6 +375,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         stale = list(_as_dict(audit.xcoms.get("audit_tokens")).get("stale_token_fingerprints") or [])
         run("emergency_revocation", {"token_fingerprints": stale[:2], "dry_run": False})
         counters = emulator.admin("counters")
+        doctor = _doctor(env)
     finally:
         emulator.stop()
 
@@ -385,6 +396,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     html_path = _as_dict(html.get("report_files")).get("html")
     if html_path:
         print(f"Audit report (open in a browser): {html_path}")
+    print()
+    print(f"$ sf-oauth doctor {DOCTOR_CONN_ID}   (what an operator runs when a token fails)")
+    print(doctor)
     failed = [r.dag_id for r in runs if not r.ok]
     if failed:
         print(f"FAILED: {', '.join(failed)}")

@@ -160,6 +160,8 @@ def get_provider_info() -> dict[str, Any]:
         "token flows, a host-wide token cache, a token validity sensor, revocation and audit operators.",
         "versions": [__version__],
         "config": CONFIG,
+        # `airflow sf-oauth …` on Airflow >= 3.2 (older releases ignore the key: use `sf-oauth`)
+        "cli": ["sf_oauth_provider.cli.airflow_commands.get_sf_oauth_cli_commands"],
         "connection-types": [
             {
                 "hook-class-name": "sf_oauth_provider.hooks.salesforce_oauth.SalesforceOAuthHook",

@@ -124,6 +124,8 @@ class TokenProvider:
         self._budget_settings = login_budget if login_budget is not None else BudgetSettings.from_env()
         self._budget_clock = budget_clock
         self._budget: LoginBudget | None = None
+        #: where the last token handed out came from: ``memory``, ``file``, ``redis`` or ``salesforce``
+        self.last_layer: str | None = None
 
     def __repr__(self) -> str:
         return f"TokenProvider(conn_id={self.config.conn_id!r}, cache={self._cache!r})"
@@ -203,7 +205,7 @@ class TokenProvider:
         """Cache hit or miss, and a permanent error's code, for one :meth:`get_token` call."""
         if not self.metrics.enabled:
             return
-        if outcome is not None and outcome.layer is not None:
+        if outcome is not None and not outcome.fetched and outcome.layer is not None:
             self.metrics.cache_hit(outcome.layer)
         elif requested or (outcome is not None and outcome.fetched):
             self.metrics.cache_miss()
@@ -340,6 +342,7 @@ class TokenProvider:
 
     def _handed_out(self, outcome: Outcome) -> SalesforceToken:
         token = outcome.token
+        self.last_layer = outcome.layer
         self._on_secret(token.access_token)
         if token.refresh_token:
             self._on_secret(token.refresh_token)

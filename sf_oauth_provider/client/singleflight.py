@@ -99,7 +99,8 @@ class Outcome:
     :param token: the token to use
     :param fetched: a token request was made
     :param refresh_token: the refresh token the request used (None: the configured one)
-    :param layer: the store layer that served the token (None: it was fetched)
+    :param layer: where the token came from: a store's name (``memory``, ``file``, ``redis``) or
+        ``salesforce`` (fetched)
     """
 
     token: SalesforceToken
@@ -166,7 +167,7 @@ def token_flow(
     if settled is not token:
         for store in layers:
             yield Write(store, key, settled)
-    return Outcome(settled, fetched=True, refresh_token=refresh)
+    return Outcome(settled, fetched=True, refresh_token=refresh, layer="salesforce")
 
 
 def _fetch_once(layers: Sequence[TokenStore], key: str, tokens: list[SalesforceToken],

@@ -38,7 +38,10 @@ The routes live in :mod:`.routes` (one module per service); this module assemble
 
 from __future__ import annotations
 
+from email.utils import formatdate
+
 from starlette.applications import Starlette
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .methods import install as install_method_answers
 from .routes import all_routes
@@ -48,10 +51,34 @@ from .state import Org
 __all__ = ["MAINTENANCE_HTML", "build_app"]
 
 
+class OrgClockDate:
+    """Every response's ``Date`` header is the org clock (uvicorn's own is turned off): Salesforce
+    dates its answers by its own clock, and clients measure their clock skew from it."""
+
+    def __init__(self, app: ASGIApp, org: Org) -> None:
+        self.app = app
+        self.org = org
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def dated(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != b"date"]
+                headers.append((b"date", formatdate(self.org.clock.now(), usegmt=True).encode("ascii")))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, dated)
+
+
 def build_app(org: Org) -> Starlette:
     """Build the ASGI app serving ``org`` (handlers find it as ``request.app.state.org``)."""
     app = Starlette(routes=all_routes())
     app.router.redirect_slashes = False  # Salesforce answers /query/ itself; it never redirects
     app.state.org = org
     install_method_answers(app)
+    app.add_middleware(OrgClockDate, org=org)
     return app

@@ -124,6 +124,7 @@ def start(
         host=LOOPBACK_HOST,
         log_level=log_level,
         access_log=False,
+        date_header=False,  # OrgClockDate sets it from the org clock
         lifespan="off",
         timeout_graceful_shutdown=1,
         timeout_keep_alive=5,

@@ -144,6 +144,24 @@ class FileStore(BlockingStore):
                       "Token cache: cannot remove %s (%s); the token stays cached until replaced",
                       path, exc.strerror or type(exc).__name__)
 
+    # ---- for operators (``sf-oauth cache list / purge``) -------------------------------------
+    def keys(self) -> list[str]:
+        """The cache keys that have a token file here (sorted)."""
+        suffix = ".token"
+        return sorted(entry.name[: -len(suffix)] for entry in os.scandir(self.directory)
+                      if entry.name.endswith(suffix) and not entry.name.startswith(".") and entry.is_file())
+
+    def remove(self, key: str) -> bool:
+        """Delete ``key``'s entry, refresh token included (call it under :meth:`lock`).
+
+        :returns: whether there was one
+        """
+        try:
+            self._path(key, ".token").unlink()
+        except FileNotFoundError:
+            return False
+        return True
+
     def _lock_failed(self, key: str):
         def report(reason: str) -> None:
             self._log.warning(

@@ -92,17 +92,22 @@ def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value or "")
 
 
-def _warn_settings(log: logging.Logger, shown_url: str, policy: str, aof: str, save: str) -> None:
+def settings_problems(policy: str, aof: str, save: str) -> dict[str, str]:
+    """What in these Redis settings may lose the newest refresh token: ``{"eviction"|"persistence": message}``."""
+    problems = {}
     if policy in _EVICTS_PERSISTENT:
-        warn_once(log, ("redis eviction", shown_url),
-                  "Token cache: Redis at %s has maxmemory-policy %s, which may evict the newest rotated refresh "
-                  "token (then the connection must be re-authorised); use noeviction or a volatile-* policy",
-                  shown_url, policy)
+        problems["eviction"] = (f"maxmemory-policy {policy} may evict the newest rotated refresh token (then the "
+                                "connection must be re-authorised); use noeviction or a volatile-* policy")
     if aof == "no" and not save.strip():
-        warn_once(log, ("redis persistence", shown_url),
-                  "Token cache: Redis at %s keeps no data on disk (appendonly no, save \"\"): a restart loses "
-                  "the newest rotated refresh token (then the connection must be re-authorised); turn on AOF or "
-                  "RDB snapshots", shown_url)
+        problems["persistence"] = ("it keeps no data on disk (appendonly no, save \"\"): a restart loses the newest "
+                                   "rotated refresh token (then the connection must be re-authorised); turn on AOF "
+                                   "or RDB snapshots")
+    return problems
+
+
+def _warn_settings(log: logging.Logger, shown_url: str, policy: str, aof: str, save: str) -> None:
+    for kind, message in settings_problems(policy, aof, save).items():
+        warn_once(log, (f"redis {kind}", shown_url), "Token cache: Redis at %s: %s", shown_url, message)
 
 
 def redis_available() -> bool:

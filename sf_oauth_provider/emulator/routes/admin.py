@@ -143,7 +143,7 @@ async def clock(request: Request) -> Response:
     return JSONResponse({"now": org.clock.now(), "offset": org.clock.offset})
 
 
-_APP_SETTINGS = ("rotate_refresh_tokens", "introspect_all", "refresh_token_ttl")
+_APP_SETTINGS = ("rotate_refresh_tokens", "introspect_all", "refresh_token_ttl", "admin_approved_only")
 
 
 async def settings(request: Request) -> Response:
