@@ -14,7 +14,8 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.types import Receive, Scope, Send
 
-from ..state import AFTER_WORK_FAULTS, ConnectedApp, Org, User
+from ..model import AFTER_WORK_FAULTS, ConnectedApp, User
+from ..state import Org
 
 __all__ = [
     "MAINTENANCE_HTML",
