@@ -68,3 +68,24 @@ def key_file(tls_emulator: RunningEmulator, tmp_path: Path) -> Path:
     path.write_text(tls_emulator.org.demo.jwt_private_key_pem)
     path.chmod(0o600)
     return path
+
+
+JSFORCE_VERSION = "3.10.16"
+
+
+@pytest.fixture(scope="session")
+def jsforce_dir() -> Path:
+    """jsforce installed with npm into the checkout's ``.cache/jsforce`` (once; reused by later runs).
+    Skips the test only when Node.js or npm is not installed."""
+    import shutil
+    import subprocess
+
+    npm, node = shutil.which("npm"), shutil.which("node")
+    if npm is None or node is None:
+        pytest.skip("npm/node not installed: the jsforce interop tests need Node.js and npm")
+    target = Path(__file__).resolve().parents[2] / ".cache" / "jsforce"
+    if not (target / "node_modules" / "jsforce" / "package.json").exists():
+        target.mkdir(parents=True, exist_ok=True)
+        subprocess.run([npm, "install", "--no-audit", "--no-fund", "--silent", "--prefix", str(target),
+                        f"jsforce@{JSFORCE_VERSION}"], check=True, timeout=300, capture_output=True)
+    return target

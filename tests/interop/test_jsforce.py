@@ -20,7 +20,6 @@ from sf_oauth_provider.emulator import RunningEmulator
 from tests.emulator._util import JWT_GRANT, assertion
 
 ROOT = Path(__file__).resolve().parents[2]
-CACHE = ROOT / ".cache" / "jsforce"
 
 SCRIPT = r"""
 const jsforce = require('jsforce');
@@ -38,16 +37,9 @@ const jsforce = require('jsforce');
 """
 
 
-@pytest.fixture(scope="module")
-def node_modules() -> Path:
-    npm, node = shutil.which("npm"), shutil.which("node")
-    if npm is None or node is None:
-        pytest.skip("npm/node not installed: the jsforce interop test needs Node.js and npm")
-    if not (CACHE / "node_modules" / "jsforce" / "package.json").exists():
-        CACHE.mkdir(parents=True, exist_ok=True)
-        subprocess.run([npm, "install", "--no-audit", "--no-fund", "--prefix", str(CACHE), "jsforce@3.10.16"],
-                       check=True, timeout=300, capture_output=True)
-    return CACHE / "node_modules"
+@pytest.fixture
+def node_modules(jsforce_dir: Path) -> Path:
+    return jsforce_dir / "node_modules"
 
 
 def _run(node_modules: Path, tmp_path: Path, env: dict[str, str]) -> dict:

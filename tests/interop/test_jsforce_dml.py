@@ -6,38 +6,18 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 from pathlib import Path
 
-import pytest
 import requests
 
 from sf_oauth_provider.emulator import RunningEmulator
 from tests.emulator._util import JWT_GRANT, assertion
 
-JSFORCE_VERSION = "3.10.16"
-ROOT = Path(__file__).resolve().parents[2]
-JSFORCE_DIR = ROOT / ".cache" / "jsforce"  # shared with test_jsforce.py: one install
 SCRIPT = Path(__file__).with_name("js") / "jsforce_dml.js"
 
 
-def _jsforce() -> Path:
-    npm, node = shutil.which("npm"), shutil.which("node")
-    if npm is None or node is None:
-        pytest.skip("npm/node not installed: jsforce cannot run")
-    if not (JSFORCE_DIR / "node_modules" / "jsforce" / "package.json").exists():
-        JSFORCE_DIR.mkdir(parents=True, exist_ok=True)
-        subprocess.run(
-            [npm, "install", "--no-audit", "--no-fund", "--silent", "--prefix", str(JSFORCE_DIR),
-             f"jsforce@{JSFORCE_VERSION}"],
-            check=True, timeout=300, capture_output=True,
-        )
-    return JSFORCE_DIR
-
-
-def test_jsforce_dml_and_bulk2_ingest(tls_emulator: RunningEmulator) -> None:
-    jsforce_dir = _jsforce()
+def test_jsforce_dml_and_bulk2_ingest(tls_emulator: RunningEmulator, jsforce_dir: Path) -> None:
     assert tls_emulator.ca_bundle is not None
     tls_emulator.org.settings.update({"bulk_ingest_delay": 0.2})
     r = requests.post(
