@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -38,6 +39,12 @@ pytestmark = pytest.mark.timeout(180)
 
 
 # ---- what the emulator says ---------------------------------------------------------------------
+
+def token_entries(client) -> list[bytes]:
+    """The Redis keys holding token entries (``sf_oauth:v1:<32 hex>``): not the lock, the
+    generation and rotation marks, the login budget's counts or a last-error record."""
+    return [k for k in client.scan_iter(KEY_PREFIX + "*") if re.fullmatch(rb"sf_oauth:v1:[0-9a-f]{32}", k)]
+
 def chain_alive(emulator) -> bool:
     """The demo refresh token's chain still has a live refresh token (nothing revoked it)."""
     org = emulator.org
@@ -194,7 +201,7 @@ def test_the_redis_entry_with_a_rotated_refresh_token_does_not_expire(emulator, 
     provider = provider_for(conn_with(emulator_connections), tmp_path / "a", redis_url)
     provider.get_token()
     client = redis_server.client()
-    (entry,) = [k for k in client.scan_iter(KEY_PREFIX + "*") if not k.decode().endswith((":lock", ":gen", ":rotated"))]
+    (entry,) = token_entries(client)
     assert client.ttl(entry) == -1, "an @monthly DAG would find the newest refresh token expired"
 
 
@@ -209,9 +216,8 @@ def test_a_lost_redis_entry_does_not_make_a_new_host_send_the_configured_refresh
     if loss == "flushed":
         client.flushall()
     else:
-        for key in client.scan_iter(KEY_PREFIX + "*"):
-            if not key.decode().endswith((":gen", ":rotated", ":lock")):
-                client.delete(key)
+        for key in token_entries(client):
+            client.delete(key)
     with pytest.raises(SalesforceOAuthError) as missing:
         provider_for(conn, tmp_path / "new-pod", redis_url).get_token()
     assert refresh_grants(emulator) == 1
@@ -225,7 +231,7 @@ def test_an_older_redis_entry_put_back_is_refused(emulator, emulator_connections
     a = provider_for(conn, tmp_path / "a", redis_url)
     a.get_token()
     client = redis_server.client()
-    (entry,) = [k for k in client.scan_iter(KEY_PREFIX + "*") if not k.decode().endswith((":lock", ":gen", ":rotated"))]
+    (entry,) = token_entries(client)
     old = client.get(entry)
     a.get_token(force_refresh=True)  # rotated again: the saved entry's refresh token is retired
     client.set(entry, old)  # someone with write access puts the older entry back
