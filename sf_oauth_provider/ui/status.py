@@ -136,6 +136,8 @@ def connection_status(conn_id: str, now: float | None = None) -> dict[str, Any]:
     last = read_last_error(cache.cache_dir, provider.config.cache_key)
     if last:
         row["last_error"] = {k: last.get(k) for k in ("error", "message", "hint")} | {"at": _iso(last.get("at"))}
+        if row["state"] == "no token cached":
+            row["state"] = "failing"  # tasks get no token: the error says why
     row["logins_this_hour"] = _logins_this_hour(provider)
     return row
 

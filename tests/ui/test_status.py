@@ -50,6 +50,7 @@ def test_a_permanent_error_shows_with_its_hint_until_a_token_is_handed_out(
     with pytest.raises(E.SalesforceAuthError) as info:
         SalesforceOAuthHook("salesforce_oauth_default", retry=FAST).get_token()
     row = row_of("salesforce_oauth_default")
+    assert row["state"] == "failing"
     assert row["last_error"]["error"] == "SalesforceAuthError"
     assert row["last_error"]["message"] == info.value.message and info.value.hint
     assert row["last_error"]["hint"] == info.value.hint and row["last_error"]["at"]
