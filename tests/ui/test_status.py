@@ -115,3 +115,13 @@ def test_latest_audit_summary_from_the_configured_folder(emulator, sf_connection
     assert audit["summary"]["findings"] > 0  # the seeded org has findings
     (folder / "audit.json").write_text("not json")
     assert "not readable as JSON" in status.latest_audit()["error"]
+
+
+def test_a_token_another_host_cached_in_redis(emulator, sf_connections, redis_url, tmp_path, monkeypatch):
+    monkeypatch.setenv("SF_OAUTH_CACHE_DIR", str(tmp_path / "worker-host"))
+    token = SalesforceOAuthHook("salesforce_oauth_default", retry=FAST).get_token()
+    monkeypatch.setenv("SF_OAUTH_CACHE_DIR", str(tmp_path / "api-server-host"))  # its file store is empty
+    row = row_of("salesforce_oauth_default")
+    assert (row["state"], row["layer"], row["cache"]) == ("valid", "redis", "redis")
+    assert row["fingerprint"] == token.fingerprint
+    assert redis_url not in json.dumps(row)
