@@ -17,11 +17,10 @@ import jinja2
 from fastapi import Depends, FastAPI, HTTPException
 from fastapi.responses import HTMLResponse, JSONResponse
 
+from sf_oauth_provider.plugins import URL_PREFIX
 from sf_oauth_provider.ui import status
 
-__all__ = ["URL_PREFIX", "create_app"]
-
-URL_PREFIX = "/sf-oauth"
+__all__ = ["create_app"]
 _HEADERS = {
     "Cache-Control": "no-store",
     "X-Content-Type-Options": "nosniff",

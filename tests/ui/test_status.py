@@ -125,3 +125,20 @@ def test_a_token_another_host_cached_in_redis(emulator, sf_connections, redis_ur
     assert (row["state"], row["layer"], row["cache"]) == ("valid", "redis", "redis")
     assert row["fingerprint"] == token.fingerprint
     assert redis_url not in json.dumps(row)
+
+
+def test_loading_the_plugin_imports_no_web_stack(tmp_path):
+    """The scheduler and every task runner load plugins: ours must not pull FastAPI and Airflow's
+    API security into them (about 2 s); the API server builds the app on its first request."""
+    import os
+    import subprocess
+    import sys
+
+    heavy = ("fastapi", "airflow.api_fastapi.core_api.security", "sf_oauth_provider.ui.status")
+    code = ("import sys, airflow.plugins_manager; import sf_oauth_provider.plugins as p; "
+            f"print(sorted(m for m in {heavy!r} if m in sys.modules)); "
+            "print(p.SalesforceOAuthPlugin.fastapi_apps[0]['url_prefix'])")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "AIRFLOW_HOME": str(tmp_path)})
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["[]", "/sf-oauth"]
