@@ -320,7 +320,7 @@ class SalesforceOAuthHook(BulkMethods, BaseHook):
         provider = self.__dict__.get("provider")
         if provider is None or provider._cache is None:  # the connection itself is unreadable
             return
-        note_outcome(provider._cache.cache_dir, provider.config.cache_key, exc)
+        note_outcome(provider._cache, provider.config.cache_key, exc)
 
     def invalidate_token(self, access_token: str | None = None) -> None:
         """Forget the cached access token (any, or only if it is ``access_token``).

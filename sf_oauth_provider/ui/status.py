@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from sf_oauth_provider._compat import conf
 from sf_oauth_provider.client.errors import SalesforceOAuthError
-from sf_oauth_provider.ui.last_error import read_last_error
+from sf_oauth_provider.ui.last_error import read_recorded
 
 if TYPE_CHECKING:
     from sf_oauth_provider.client.provider import TokenProvider
@@ -133,7 +133,9 @@ def connection_status(conn_id: str, now: float | None = None) -> dict[str, Any]:
     if token is not None and token.access_token:
         row.update(fingerprint=token.fingerprint, expires_at=_iso(token.expires_at),
                    expires_in_seconds=int(token.seconds_left(now)))
-    last = read_last_error(cache.cache_dir, provider.config.cache_key)
+    last = read_recorded(cache, provider.config.cache_key)
+    if last and token is not None and token.access_token and float(last.get("at") or 0) <= token.issued_at:
+        last = None  # a token was issued after it (e.g. on another host): no longer the state
     if last:
         row["last_error"] = {k: last.get(k) for k in ("error", "message", "hint")} | {"at": _iso(last.get("at"))}
         if row["state"] == "no token cached":

@@ -144,3 +144,31 @@ def test_loading_the_plugin_imports_no_web_stack(tmp_path):
                           env={**os.environ, "AIRFLOW_HOME": str(tmp_path)})
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.split() == ["[]", "/sf-oauth"]
+
+
+def test_a_permanent_error_on_another_host_shows_through_redis(
+    emulator, sf_connections, set_connection, redis_url, tmp_path, monkeypatch
+):
+    conn = sf_connections["salesforce_oauth_default"]
+    set_connection("salesforce_oauth_default", {**conn, "extra": {**conn["extra"], "username": "nobody@example.com"}})
+    monkeypatch.setenv("SF_OAUTH_CACHE_DIR", str(tmp_path / "worker-a"))
+    with pytest.raises(E.SalesforceAuthError) as info:
+        SalesforceOAuthHook("salesforce_oauth_default", retry=FAST).get_token()
+    monkeypatch.setenv("SF_OAUTH_CACHE_DIR", str(tmp_path / "api-server-host"))
+    row = row_of("salesforce_oauth_default")
+    assert row["state"] == "failing" and row["last_error"]["hint"] == info.value.hint
+    import redis
+
+    client = redis.Redis.from_url(redis_url)
+    (name,) = client.keys("*:last_error")
+    raw = client.get(name)
+    assert raw.startswith(b"gAAAAA") and b"invalid" not in raw  # Fernet-sealed like the token entries
+    assert 0 < client.ttl(name) <= 7 * 86400
+
+    # fixed, and a task on a third host gets a token: the error is history everywhere
+    set_connection("salesforce_oauth_default", conn)
+    monkeypatch.setenv("SF_OAUTH_CACHE_DIR", str(tmp_path / "worker-c"))
+    token = SalesforceOAuthHook("salesforce_oauth_default", retry=FAST).get_token()
+    monkeypatch.setenv("SF_OAUTH_CACHE_DIR", str(tmp_path / "api-server-host"))
+    row = row_of("salesforce_oauth_default")
+    assert (row["state"], row["fingerprint"], row["last_error"]) == ("valid", token.fingerprint, None)
