@@ -147,6 +147,15 @@ CONFIG: dict[str, Any] = {
                 "example": "0.8",
                 "default": "0.8",
             },
+            "audit_report_dir": {
+                "description": "The local folder your token audit task writes its reports to (its report_dir): "
+                "the status page (/sf-oauth/) shows the latest audit.json's counts and links its audit.html. "
+                "Unset: the page shows no audit.",
+                "version_added": "0.2.0",
+                "type": "string",
+                "example": "/opt/airflow/salesforce_token_audit/sf_token_audit/audit",
+                "default": None,
+            },
         },
     }
 }
@@ -191,6 +200,7 @@ def get_provider_info() -> dict[str, Any]:
             {"integration-name": "Salesforce OAuth",
              "python-modules": ["sf_oauth_provider.triggers.token", "sf_oauth_provider.triggers.bulk"]}
         ],
+        "plugins": [{"name": "sf_oauth", "plugin-class": "sf_oauth_provider.plugins.SalesforceOAuthPlugin"}],
         "integrations": [
             {
                 "integration-name": "Salesforce OAuth",

@@ -35,7 +35,8 @@ def test_the_wheel_holds_the_package_its_types_templates_and_the_provider_entry_
         metadata = zf.read(f"{info}/METADATA").decode()
     for name in ("sf_oauth_provider/__init__.py", "sf_oauth_provider/py.typed",
                  "sf_oauth_provider/get_provider_info.py", "sf_oauth_provider/hooks/salesforce_oauth.py",
-                 "sf_oauth_provider/emulator/__main__.py", "sf_oauth_provider/operators/audit/templates/audit.html.j2"):
+                 "sf_oauth_provider/emulator/__main__.py", "sf_oauth_provider/operators/audit/templates/audit.html.j2",
+                 "sf_oauth_provider/plugins/templates/status.html.j2"):
         assert name in names, name
     assert not any(n.startswith(("tests/", "dags_examples/", "benchmarks/")) for n in names)
     assert re.search(r"\[apache_airflow_provider\]\s*\nprovider_info = sf_oauth_provider\.get_provider_info:"

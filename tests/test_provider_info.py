@@ -94,3 +94,25 @@ def test_airflow_masker_leaves_non_secret_field_values_readable(tmp_path):
     for name, field in conn["conn-fields"].items():
         if not field.get("sensitive"):
             assert redact(f"value-of-{name}-1234", name=name) == f"value-of-{name}-1234", name
+
+
+def test_provider_info_matches_airflows_schema_and_registers_the_status_page_plugin():
+    import json
+    from pathlib import Path
+
+    import airflow
+    import jsonschema
+    from airflow.providers_manager import ProvidersManager
+
+    info = get_provider_info()
+    schema = json.loads((Path(airflow.__file__).parent / "provider_info.schema.json").read_text())
+    jsonschema.validate(info, schema)
+    assert info["plugins"] == [{"name": "sf_oauth", "plugin-class": "sf_oauth_provider.plugins.SalesforceOAuthPlugin"}]
+    assert "audit_report_dir" in info["config"]["sf_oauth"]["options"]
+    manager = ProvidersManager()
+    manager.initialize_providers_plugins()
+    ours = [p for p in manager.plugins if p.provider_name == "sf-oauth-provider"]
+    assert [(p.name, p.plugin_class) for p in ours] == [("sf_oauth", "sf_oauth_provider.plugins.SalesforceOAuthPlugin")]
+    module, _, name = ours[0].plugin_class.rpartition(".")
+    plugin = getattr(importlib.import_module(module), name)
+    assert [a["url_prefix"] for a in plugin.fastapi_apps] == ["/sf-oauth"]

@@ -308,23 +308,39 @@ class SalesforceOAuthHook(BulkMethods, BaseHook):
         :param stale_token: an access token Salesforce refused; a different one is returned
         """
         try:
-            return self.provider.get_token(force_refresh, stale_token=stale_token)
+            token = self.provider.get_token(force_refresh, stale_token=stale_token)
         except SalesforceOAuthError as exc:
             self._config_failed(exc)
+            self._note_outcome(exc)
             raise
         finally:
             self._flush_masks()
+        self._note_outcome(None)
+        return token
 
     async def aget_token(self, force_refresh: bool = False, *, stale_token: str | None = None) -> SalesforceToken:
         """Async :meth:`get_token` (for triggers): no blocking I/O on the event loop."""
         try:
             provider = await self._aprovider()
-            return await provider.aget_token(force_refresh, stale_token=stale_token, client=self._pool)
+            token = await provider.aget_token(force_refresh, stale_token=stale_token, client=self._pool)
         except SalesforceOAuthError as exc:
             self._config_failed(exc)
+            await asyncio.to_thread(self._note_outcome, exc)
             raise
         finally:
             await self._aflush_masks()
+        await asyncio.to_thread(self._note_outcome, None)
+        return token
+
+    def _note_outcome(self, exc: SalesforceOAuthError | None) -> None:
+        """Keep a permanent error (message and hint, no secret) beside the cached token for the
+        status page; a token handed out clears it (:mod:`sf_oauth_provider.ui.last_error`)."""
+        from sf_oauth_provider.ui.last_error import note_outcome
+
+        provider = self.__dict__.get("provider")
+        if provider is None or provider._cache is None:  # the connection itself is unreadable
+            return
+        note_outcome(provider._cache, provider.config.cache_key, exc)
 
     def invalidate_token(self, access_token: str | None = None) -> None:
         """Forget the cached access token (any, or only if it is ``access_token``).
