@@ -244,10 +244,21 @@ def _cpu_seconds(pid: int | None) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def _remove(path: Path) -> None:
+    if path.is_dir():
+        for f in path.iterdir():
+            f.unlink()
+        path.rmdir()
+    elif path.exists():
+        path.unlink()
+
+
 def run_one(name: str, n: int, args: argparse.Namespace, token: str, tmp: Path, timeout: float) -> dict[str, Any]:
     """One contender in its own process: its figures, or how it was stopped."""
     cpu_before = _cpu_seconds(args.emulator_pid)
+    load = [round(x, 2) for x in os.getloadavg()]
     out = tmp / f"{name}-{n}.csv"
+    _remove(out)
     cmd = [sys.executable, "-m", "benchmarks.bulk_extract", "--child", name, "--base-url", args.base_url,
            "--state-dir", args.state_dir, "--out", str(out), "--token", token, "--timeout", str(timeout),
            "--parallel", str(args.parallel)]
@@ -268,7 +279,7 @@ def run_one(name: str, n: int, args: argparse.Namespace, token: str, tmp: Path, 
         time.sleep(0.2)
     out_text, err_text = proc.communicate()
     base: dict[str, Any] = {"contender": name, "synthetic_rows": n, "process_seconds": time.perf_counter() - started,
-                            "sampled_peak_rss_kib": sampled,
+                            "sampled_peak_rss_kib": sampled, "loadavg_before": load,
                             "emulator_cpu_seconds": round(_cpu_seconds(args.emulator_pid) - cpu_before, 2)}
     if stopped or proc.returncode != 0:
         tail = err_text.strip().splitlines()[-3:]
@@ -278,8 +289,7 @@ def run_one(name: str, n: int, args: argparse.Namespace, token: str, tmp: Path, 
     if name == "plain":  # every page repeats the header row: not deduplicated
         written -= max(0, -(-result["rows"] // PAGE) - 1)
     size = _bytes(out)
-    for f in (sorted(out.iterdir()) if out.is_dir() else [out]):
-        f.unlink()
+    _remove(out)
     return {**base, **result, "ok": result["rows"] == written, "rows_in_file": written, "file_bytes": size,
             "rows_per_s": result["rows"] / result["seconds"]}
 
