@@ -1,8 +1,9 @@
 """Bulk extracts of the emulator's synthetic Opportunities to a local CSV file (issue 24).
 
-Contenders, each in its own process (fresh interpreter; it measures its own wall time and peak
-RSS, ``ru_maxrss``; the parent also samples ``VmRSS`` so that a contender it stops still has a
-figure), on the same SOQL of 10 columns, at every size of ``--sizes``:
+Contenders, each in its own process (fresh interpreter; it measures its own wall time, peak RSS
+(``ru_maxrss``) and the CPU seconds it spent in the extract, which a busy machine changes less than
+wall time; the parent also samples ``VmRSS`` so that a contender it stops still has a figure), on
+the same SOQL of 10 columns, at every size of ``--sizes``:
 
 * ``ours`` — ``SalesforceOAuthHook(conn).bulk_extract(soql, path, max_records=50000)``, the
   connection from the emulator's ``connections.json`` as an ``AIRFLOW_CONN_`` variable;
@@ -199,10 +200,13 @@ def _child(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     extract = CHILDREN[args.child](args, Path(args.out))
     imported = time.perf_counter()
-    ready_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    ready = resource.getrusage(resource.RUSAGE_SELF)
     rows = extract()
     seconds = time.perf_counter() - imported
-    emit({"rows": rows, "seconds": seconds, "import_seconds": imported - started,
+    done = resource.getrusage(resource.RUSAGE_SELF)
+    cpu = (done.ru_utime + done.ru_stime) - (ready.ru_utime + ready.ru_stime)
+    ready_kib = ready.ru_maxrss
+    emit({"rows": rows, "seconds": seconds, "import_seconds": imported - started, "cpu_seconds": cpu,
           "peak_rss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, "ready_rss_kib": ready_kib})
     return 0
 
@@ -309,6 +313,7 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
             "peak_rss_kib": max(r["peak_rss_kib"] if "peak_rss_kib" in r else r["sampled_peak_rss_kib"] for r in mine),
             "ready_rss_kib": stats([r["ready_rss_kib"] for r in done])["median"],
             "emulator_cpu_seconds": stats([r["emulator_cpu_seconds"] for r in done])["median"],
+            "cpu_seconds": stats([r["cpu_seconds"] for r in done]),
             "ok": bool(done) and all(r["ok"] for r in mine),
             "stopped": next((r["stopped"] for r in mine if "stopped" in r), None),
         }
@@ -349,7 +354,8 @@ def main(argv: list[str] | None = None) -> int:
                         continue
                     timeout = args.theirs_timeout if name == "theirs" else args.timeout
                     run = run_one(name, n, args, token, Path(tmp), timeout)
-                    figures = (f"{run['seconds']:.1f} s, {run['rows_per_s']:,.0f} rows/s, "
+                    figures = (f"{run['seconds']:.1f} s, CPU {run['cpu_seconds']:.1f} s, "
+                               f"{run['rows_per_s']:,.0f} rows/s, "
                                f"peak RSS {run['peak_rss_kib'] / 1024:.0f} MB, emulator CPU "
                                f"{run['emulator_cpu_seconds']:.1f} s" if "seconds" in run else run["stopped"])
                     print(f"# bulk {name} {n:,} rows, run {rep + 1}: {figures}", file=sys.stderr, flush=True)

@@ -197,6 +197,13 @@ def _bulk_rows(bulk: dict[str, Any]) -> list[tuple[str, ...]]:
         ratio, ok = _vs_theirs(ours, summ.get(f"theirs {n}"), bulk.get("theirs_timeout", 600.0))
         out.append((sec, f"{what} vs the Salesforce provider (SalesforceHook.make_query + write_object_to_file csv)",
                     _extract(ours), _extract(summ.get(f"theirs {n}")), ratio, "≥ 5×", _met(ok)))
+        theirs = summ.get(f"theirs {n}")
+        if theirs and theirs["seconds"]["n"]:
+            c_ours, c_theirs = ours["cpu_seconds"]["median"], theirs["cpu_seconds"]["median"]
+            out.append((sec, f"{n:,} rows: CPU seconds of the extracting process (user + system, imports excluded; "
+                        f"the emulator's own: {ours['emulator_cpu_seconds']:.1f} s for ours, "
+                        f"{theirs['emulator_cpu_seconds']:.1f} s for theirs)", f"{c_ours:.2f} s",
+                        f"{c_theirs:.2f} s (the Salesforce provider)", f"{c_theirs / c_ours:.1f}× less CPU", "–", "–"))
         ss = summ.get(f"simple_salesforce {n}")
         if ss and ss["seconds"]["n"]:
             out.append((sec, f"{what} vs simple-salesforce bulk2 download (one file a page)", _extract(ours),
