@@ -1,6 +1,6 @@
 """Run every benchmark section side by side, print a Markdown table, write ``results.json``.
 
-    python -m benchmarks.run [--only tokens,hosts,audit,imports,cache] [--quick] [--out benchmarks/results.json]
+    python -m benchmarks.run [--only tokens,hosts,audit,imports,cache,bulk] [--quick] [--out benchmarks/results.json]
                              [--import-baseline DIR]
 
 Starts one emulator process (``python -m sf_oauth_provider.emulator --port 0``) on 127.0.0.1,
@@ -32,7 +32,7 @@ from benchmarks._common import emulator_process
 __all__ = ["machine", "main", "markdown_table"]
 
 ROOT = Path(__file__).resolve().parent.parent
-SECTIONS = ("tokens", "hosts", "audit", "imports", "cache")
+SECTIONS = ("tokens", "hosts", "audit", "imports", "cache", "bulk")
 
 
 def _version(dist: str) -> str | None:
@@ -153,6 +153,79 @@ def _met(ok: bool | None) -> str:
     return "–" if ok is None else ("yes" if ok else "**no**")
 
 
+def _mb(kib: float) -> str:
+    return f"{kib / 1024:.0f} MB"
+
+
+def _extract(st: dict[str, Any] | None) -> str:
+    """A contender's cell: wall time (min / median), rows/s at the median, peak RSS; or how it was stopped."""
+    if st is None:
+        return "– (not run)"
+    if not st["seconds"]["n"]:
+        return f"{st['stopped']} (peak RSS ≥ {_mb(st['peak_rss_kib'])})"
+    bad = "" if st["ok"] else " **rows missing**"
+    return (f"{_mm(st['seconds'], _sec)}; {st['rows_per_s']:,.0f} rows/s; {_mb(st['peak_rss_kib'])} peak RSS{bad}")
+
+
+def _vs_theirs(ours: dict[str, Any], theirs: dict[str, Any] | None, timeout: float) -> tuple[str, bool | None]:
+    """Our rows/s over the provider's; a lower bound when the provider was stopped (it took longer than that)."""
+    if theirs is None:
+        return "–", None
+    if theirs["seconds"]["n"]:
+        r = ours["rows_per_s"] / theirs["rows_per_s"]
+        return f"{r:.1f}× their rows/s", r >= 5
+    r = timeout / ours["seconds"]["median"]
+    return f"> {r:.0f}× their rows/s (stopped)", r >= 5
+
+
+def _bulk_rows(bulk: dict[str, Any]) -> list[tuple[str, ...]]:
+    """Section 5: each size's extract side by side (issue 24's targets), then RSS flatness."""
+    out: list[tuple[str, ...]] = []
+    summ = bulk["summary"]
+    sizes = sorted({int(k.split()[1]) for k in summ})
+    sec = "5 Bulk extract"
+    for n in sizes:
+        ours, plain = summ.get(f"ours {n}"), summ.get(f"plain {n}")
+        if ours is None or not ours["seconds"]["n"]:
+            out.append((sec, f"{n:,} rows: hook.bulk_extract", _extract(ours), "–", "–", "–", _met(False)))
+            continue
+        what = f"{n:,} synthetic Opportunities × 10 columns → local CSV (50,000-row pages), hook.bulk_extract"
+        if plain and plain["seconds"]["n"]:
+            r = ours["seconds"]["median"] / plain["seconds"]["median"]
+            out.append((sec, f"{what} vs plain httpx streaming of the same pages (the machine's limit)",
+                        _extract(ours), _extract(plain), f"{r:.2f}× plain's time", "≤ 1.25×", _met(r <= 1.25)))
+        ratio, ok = _vs_theirs(ours, summ.get(f"theirs {n}"), bulk.get("theirs_timeout", 600.0))
+        out.append((sec, f"{what} vs the Salesforce provider (SalesforceHook.make_query + write_object_to_file csv)",
+                    _extract(ours), _extract(summ.get(f"theirs {n}")), ratio, "≥ 5×", _met(ok)))
+        theirs = summ.get(f"theirs {n}")
+        if theirs and theirs["seconds"]["n"]:
+            c_ours, c_theirs = ours["cpu_seconds"]["median"], theirs["cpu_seconds"]["median"]
+            out.append((sec, f"{n:,} rows: CPU seconds of the extracting process (user + system, imports excluded; "
+                        f"the emulator's own: {ours['emulator_cpu_seconds']:.1f} s for ours, "
+                        f"{theirs['emulator_cpu_seconds']:.1f} s for theirs)", f"{c_ours:.2f} s",
+                        f"{c_theirs:.2f} s (the Salesforce provider)", f"{c_theirs / c_ours:.1f}× less CPU", "–", "–"))
+        ss = summ.get(f"simple_salesforce {n}")
+        if ss and ss["seconds"]["n"]:
+            out.append((sec, f"{what} vs simple-salesforce bulk2 download (one file a page)", _extract(ours),
+                        _extract(ss), _times(ours["rows_per_s"] / ss["rows_per_s"]), "–", "–"))
+        par = summ.get(f"ours_parallel {n}")
+        if par and par["seconds"]["n"]:
+            out.append((sec, f"{n:,} rows: our job's resultPages fetched by {bulk['parallel']} threads, in order, "
+                        "vs hook.bulk_extract's one stream", _extract(par), _extract(ours),
+                        _times(ours["seconds"]["median"] / par["seconds"]["median"]) + " (parallel)", "–", "–"))
+        out.append((sec, f"{n:,} rows: peak RSS of the extracting process, incl. Airflow's import "
+                    f"({_mb(ours['ready_rss_kib'])} before the extract)", _mb(ours["peak_rss_kib"]),
+                    f"{_mb(plain['peak_rss_kib'])} (plain httpx, no Airflow)" if plain else "–", "–", "≤ 150 MB",
+                    _met(ours["peak_rss_kib"] <= 150 * 1024)))
+    ends = [summ.get(f"ours {n}") for n in (sizes[0], sizes[-1])]
+    if len(sizes) >= 2 and all(e is not None and e["seconds"]["n"] for e in ends):
+        lo, hi = summ[f"ours {sizes[0]}"]["peak_rss_kib"], summ[f"ours {sizes[-1]}"]["peak_rss_kib"]
+        growth = hi / lo - 1
+        out.append((sec, f"our peak RSS from {sizes[0]:,} to {sizes[-1]:,} rows", f"{_mb(lo)} → {_mb(hi)}", "–",
+                    f"{growth * 100:+.1f}%", "≤ +10%", _met(growth <= 0.10)))
+    return out
+
+
 def rows(results: dict[str, Any]) -> list[tuple[str, ...]]:
     """Table rows: (section, measurement, ours, comparison, ratio, target, met)."""
     out: list[tuple[str, ...]] = []
@@ -256,6 +329,9 @@ def rows(results: dict[str, Any]) -> list[tuple[str, ...]]:
                 _times(req["median"] / st["median"]), target,
                 _met(None if limit is None else st["median"] <= limit),
             ))
+    bulk = results.get("bulk")
+    if bulk:
+        out += _bulk_rows(bulk)
     return out
 
 
@@ -306,6 +382,8 @@ def main(argv: list[str] | None = None) -> int:
                 "imports": ("import_cost", ["--repeats", "2" if args.quick else "7"]
                             + (["--baseline", args.import_baseline] if args.import_baseline else [])),
                 "cache": ("cache_latency", ["--state-dir", str(emu.state_dir)] + (["--repeats", "3"] if args.quick else [])),
+                "bulk": ("bulk_extract", common + ["--emulator-pid", str(emu.pid)]
+                         + (["--sizes", "20000,100000", "--repeats", "1"] if args.quick else [])),
             }
             for name in SECTIONS:
                 if name not in only:
