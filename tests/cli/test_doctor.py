@@ -16,7 +16,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509.oid import NameOID
 
-from tests.cli.conftest import Cli, issued_secrets
+from tests.cli.conftest import SF_OAUTH, Cli, issued_secrets
 from tests.keys import ec_pem, pem, rsa_key
 
 
@@ -75,6 +75,16 @@ def test_healthy_connection_passes_every_check_with_redis(cli: Cli, emulator, re
         assert any(title in line and line.startswith("✓") for line in lines), (title, result.stdout)
     text = " ".join(result.stdout.split())  # the result column wraps to the terminal's width
     assert "lock works" in text and "all checks passed" in text
+    cli.secrets |= issued_secrets(emulator.org)
+    cli.assert_no_secret(result)
+
+
+def test_console_script_is_installed_and_runs(cli: Cli, emulator) -> None:
+    """The installed ``sf-oauth`` executable itself (the other tests fork ``main()`` for speed)."""
+    result = cli.run("doctor", "--json", program=SF_OAUTH)
+    assert result.returncode == 0, result.output
+    checks = result.json()["checks"]
+    assert len(checks) == 12 and {c["status"] for c in checks} <= {"ok", "n/a"} and checks[0]["status"] == "ok", checks
     cli.secrets |= issued_secrets(emulator.org)
     cli.assert_no_secret(result)
 
