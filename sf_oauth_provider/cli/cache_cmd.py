@@ -125,7 +125,8 @@ def _purge_one(store: Any, key: str, include_refresh: bool, remove) -> str:
 
 def purge(conn_id: str | None, include_refresh: bool) -> tuple[list[dict[str, Any]], list[str]]:
     """Purge one connection's entries (``conn_id``) or every entry (None) from the file store and
-    Redis. :returns: one row per entry and layer, and notes."""
+    Redis, with the last error the status page shows. :returns: one row per entry and layer, and notes."""
+    from sf_oauth_provider.ui.last_error import clear_last_error
     configs = known_configs()
     wanted: set[str] | None = None
     if conn_id is not None:
@@ -142,6 +143,8 @@ def purge(conn_id: str | None, include_refresh: bool) -> tuple[list[dict[str, An
         for key in sorted(wanted if wanted is not None else set(store.keys())):
             name = configs[key].conn_id if key in configs else "?"
             outcome = _purge_one(store, key, include_refresh, lambda k=key: store.remove(k))
+            if not outcome.startswith("busy"):  # a fresh start: the status page's "last error" goes too
+                clear_last_error(store.directory, key)
             rows.append({"connection": name, "key": key, "layer": "file", "outcome": outcome})
     url = redis_url()
     if url:
@@ -151,8 +154,9 @@ def purge(conn_id: str | None, include_refresh: bool) -> tuple[list[dict[str, An
 
 def _purge_redis(url: str, configs: dict[str, OAuthConfig], wanted: set[str] | None, include_refresh: bool,
                  notes: list[str]) -> list[dict[str, Any]]:
-    from sf_oauth_provider.client.stores.redis import redacted_url
+    from sf_oauth_provider.client.stores.redis import KEY_PREFIX, redacted_url
     from sf_oauth_provider.client.stores.redis_admin import entry_keys, redis_client, remove_entry
+    from sf_oauth_provider.ui.last_error import REDIS_SUFFIX as LAST_ERROR_SUFFIX
 
     client = redis_client(url)
     rows: list[dict[str, Any]] = []
@@ -173,6 +177,8 @@ def _purge_redis(url: str, configs: dict[str, OAuthConfig], wanted: set[str] | N
                 outcome = _purge_one(store, key, include_refresh, lambda k=key: remove_entry(client, k))
             finally:
                 store.close()
+            if not outcome.startswith("busy"):
+                client.delete(KEY_PREFIX + key + LAST_ERROR_SUFFIX)
             rows.append({"connection": config.conn_id, "key": key, "layer": "redis", "outcome": outcome})
     except Exception as exc:  # noqa: BLE001 - redis errors, OSError
         notes.append(f"Redis at {redacted_url(url)} not purged: {type(exc).__name__}")

@@ -20,9 +20,11 @@ from sf_oauth_provider.client.stores.safefs import Rejected, read_private_file, 
 if TYPE_CHECKING:
     from sf_oauth_provider.client.cache import TokenCache
 
-__all__ = ["clear_last_error", "note_outcome", "read_last_error", "read_recorded", "record_last_error"]
+__all__ = ["REDIS_SUFFIX", "clear_last_error", "note_outcome", "read_last_error", "read_recorded", "record_last_error"]
 
 _SUFFIX = ".last_error"
+#: after the token's Redis key: the sealed last-error record
+REDIS_SUFFIX = ":last_error"
 _MAX_BYTES = 64 * 1024
 _MAX_TEXT = 2000
 _REDIS_TTL = 7 * 86400
@@ -99,7 +101,7 @@ def _redis_layers(cache: TokenCache) -> list[Any]:
 
 def _redis_note(store: Any, cache_key: str, exc: BaseException | None) -> None:
     try:
-        client, name = store._sync(), store._name(cache_key) + ":last_error"
+        client, name = store._sync(), store._name(cache_key) + REDIS_SUFFIX
         if exc is None:
             client.delete(name)
         else:
@@ -111,7 +113,7 @@ def _redis_note(store: Any, cache_key: str, exc: BaseException | None) -> None:
 
 def _redis_read(store: Any, cache_key: str) -> dict[str, Any] | None:
     try:
-        sealed = store._sync().get(store._name(cache_key) + ":last_error")
+        sealed = store._sync().get(store._name(cache_key) + REDIS_SUFFIX)
         record = json.loads(store._fernet(cache_key).decrypt(sealed)) if sealed else None
     except Exception:  # noqa: BLE001 - unreachable, or sealed for other credentials: nothing to show
         return None

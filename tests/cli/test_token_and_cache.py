@@ -123,3 +123,29 @@ def test_purge_all_leaves_unknown_redis_entries_unless_include_refresh(cli: Cli,
     assert "fresh authorisation" in gone.stderr
     listing = cli.run("cache", "list", "--json").json()["entries"]
     assert [r for r in listing if r["layer"] == "redis"] == []
+
+
+def test_purge_also_clears_the_status_pages_last_error(cli: Cli, emulator, redis_url: str) -> None:
+    """A purge is a fresh start: the last permanent error the status page shows goes with the entry."""
+    import redis
+
+    from sf_oauth_provider.client.config import OAuthConfig
+    from sf_oauth_provider.client.stores.redis import KEY_PREFIX
+    from sf_oauth_provider.ui.last_error import REDIS_SUFFIX, read_last_error, record_last_error
+
+    cli.env["SF_OAUTH_REDIS_URL"] = redis_url
+    assert cli.run("token", JWT).returncode == 0
+    conn = cli.connections[JWT]
+    key = OAuthConfig.from_connection_fields(JWT, host=conn["host"], login=conn["login"], password=conn["password"],
+                                             extra=conn["extra"]).cache_key
+    cache_dir = cli.home / "token-cache"
+    record_last_error(cache_dir, key, ValueError("invalid_grant: user hasn't approved this consumer"))
+    client = redis.Redis.from_url(redis_url)
+    client.set(KEY_PREFIX + key + REDIS_SUFFIX, b"sealed record")
+    assert read_last_error(cache_dir, key) is not None
+
+    purged = cli.run("cache", "purge", JWT)
+    assert purged.returncode == 0, purged.output
+    assert read_last_error(cache_dir, key) is None
+    assert client.get(KEY_PREFIX + key + REDIS_SUFFIX) is None
+    client.close()
