@@ -302,6 +302,11 @@ def _summary_lines(run: DemoRun) -> Iterator[str]:
                    f"opportunities, total {rep.get('currency', '')} {rep.get('total_amount', 0):,.2f}")
             yield f"       CSV:     {rep.get('csv_path')}"
             yield f"       summary: {rep.get('summary_path')}"
+        bulk = _as_dict(x.get("extract_changed_opportunities"))
+        if bulk:
+            yield (f"       Bulk API 2.0 extract of the window's changes (job {bulk.get('job_id')}): "
+                   f"{bulk.get('rows')} rows, {bulk.get('bytes')} bytes")
+            yield f"       CSV:     {bulk.get('location')}"
         yield f"       revoke current token: {_fmt_revocations(x.get('revoke_current_token'))}"
     elif run.dag_id == "token_audit":
         audit = _as_dict(x.get("audit_tokens"))

@@ -146,6 +146,10 @@ def test_nightly_batch_report(nightly_run: NightlyRun) -> None:
     assert Path(extract["location"]).name == f"opportunities_changed_{first.isoformat()}.csv"
     assert Path(extract["location"]).stat().st_size == extract["bytes"]
     assert sorted(p.name for p in Path(extract["location"]).parent.iterdir() if p.name.startswith(".")) == []
+    from sf_oauth_provider.demo import _summary_lines
+
+    summary_lines = "\n".join(_summary_lines(result))  # what `make demo` prints for this run
+    assert f"{extract['rows']} rows" in summary_lines and extract["location"] in summary_lines
 
     sensor = result.xcoms["wait_for_token"]
     assert sensor["fingerprint"].startswith("sha256:")

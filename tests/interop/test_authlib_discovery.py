@@ -9,8 +9,8 @@ import ssl
 import httpx
 import pytest
 from authlib.integrations.httpx_client import AssertionClient
+from authlib.jose import JsonWebKey  # in every authlib the compat rows install (joserfc only in newer ones)
 from authlib.oidc.discovery import OpenIDProviderMetadata
-from joserfc.jwk import KeySet
 
 from sf_oauth_provider.emulator import RunningEmulator
 
@@ -23,8 +23,8 @@ def test_discovery_drives_a_login(tls_emulator: RunningEmulator, host: str) -> N
         metadata = OpenIDProviderMetadata(http.get(f"{base}/.well-known/openid-configuration").json())
         metadata.validate()  # raises on a missing or malformed required key
         assert metadata["issuer"] == base
-        keys = KeySet.import_key_set(http.get(metadata["jwks_uri"]).json())
-        assert keys.keys and keys.keys[0].key_type == "RSA"
+        keys = JsonWebKey.import_key_set(http.get(metadata["jwks_uri"]).json())
+        assert keys.keys and keys.keys[0].kty == "RSA"
 
     d = tls_emulator.org.demo
     audience = "https://test.salesforce.com" if host == "test" else "https://login.salesforce.com"
