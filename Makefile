@@ -15,10 +15,12 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
-# Debian packages the tests use for real: a browser for the pages, a Redis server for the shared store
+# Debian packages the tests use for real: a browser for the pages, a Redis server for the shared store,
+# Node.js and npm for the jsforce interop tests
 system-packages:
 	command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq --no-install-recommends chromium)
 	command -v redis-server >/dev/null || (apt-get update -qq && apt-get install -y -qq --no-install-recommends redis-server)
+	command -v npm >/dev/null || (apt-get update -qq && apt-get install -y -qq --no-install-recommends nodejs npm)
 
 # ruff (pyflakes, bugbear, import order, complexity ≤ 15) and mypy on the package
 lint: $(STAMP)
