@@ -280,19 +280,26 @@ class BulkQueries(_Jobs):
             log.warning("Connection %r: could not abort Bulk query job %s: %s", self.conn_id, job_id, exc.message)
 
     def wait(self, job: BulkQueryJob, *, poll_interval: float = 2.0, timeout: float = 3600.0) -> BulkQueryJob:
-        """Poll until the job finishes; ``JobComplete`` returned, ``Failed``/``Aborted`` raised.
+        """Poll until the job finishes; ``JobComplete`` returned, ``Failed``/``Aborted`` raised. A job
+        left running by any other way out (a kill, a cancel, an error) is aborted.
 
         :raises SalesforceBulkTimeout: not finished within ``timeout`` seconds (the job is aborted)
         """
         deadline, wait = time.monotonic() + timeout, max(0.05, float(poll_interval))
-        while not job.finished:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                self.abort_quietly(job.id, job.api_version)
-                raise self.timed_out(job.id, timeout, "did not finish")
-            self.sleep(min(wait, left))
-            wait = self.next_wait(wait)
-            job = self.get(job.id, job.api_version)
+        try:
+            while not job.finished:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    self.abort_quietly(job.id, job.api_version)
+                    raise self.timed_out(job.id, timeout, "did not finish")
+                self.sleep(min(wait, left))
+                wait = self.next_wait(wait)
+                job = self.get(job.id, job.api_version)
+        except SalesforceBulkTimeout:
+            raise
+        except BaseException:  # a kill (SIGTERM), a cancel, an error: the job must not run on
+            self.abort_quietly(job.id, job.api_version)
+            raise
         return finished_job(job, self.conn_id)
 
     def download(self, job: BulkQueryJob, sink: BinaryIO, *, max_records: int | None = None,
@@ -337,12 +344,7 @@ class BulkQueries(_Jobs):
         """
         started = time.monotonic()
         job = self.submit(soql, all_rows=all_rows, column_delimiter=column_delimiter, line_ending=line_ending)
-        try:
-            job = self.wait(job, poll_interval=poll_interval, timeout=timeout)
-        except BaseException as exc:
-            if not isinstance(exc, (SalesforceBulkTimeout, SalesforceBulkJobError)):
-                self.abort_quietly(job.id, job.api_version)
-            raise
+        job = self.wait(job, poll_interval=poll_interval, timeout=timeout)
         result = self.download(job, sink, max_records=max_records, deadline=started + timeout)
         log.info("Connection %r: Bulk query job %s: %d rows, %d bytes", self.conn_id, job.id, result.rows,
                  result.bytes)
@@ -388,14 +390,20 @@ class AsyncBulkQueries(_Jobs):
 
     async def wait(self, job: BulkQueryJob, *, poll_interval: float = 2.0, timeout: float = 3600.0) -> BulkQueryJob:
         deadline, wait = time.monotonic() + timeout, max(0.05, float(poll_interval))
-        while not job.finished:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                await self.abort_quietly(job.id, job.api_version)
-                raise self.timed_out(job.id, timeout, "did not finish")
-            await asyncio.sleep(min(wait, left))
-            wait = self.next_wait(wait)
-            job = await self.get(job.id, job.api_version)
+        try:
+            while not job.finished:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    await self.abort_quietly(job.id, job.api_version)
+                    raise self.timed_out(job.id, timeout, "did not finish")
+                await asyncio.sleep(min(wait, left))
+                wait = self.next_wait(wait)
+                job = await self.get(job.id, job.api_version)
+        except SalesforceBulkTimeout:
+            raise
+        except BaseException:
+            await self.abort_quietly(job.id, job.api_version)
+            raise
         return finished_job(job, self.conn_id)
 
     async def download(self, job: BulkQueryJob, sink: BinaryIO, *, max_records: int | None = None,
@@ -436,10 +444,5 @@ class AsyncBulkQueries(_Jobs):
                       line_ending: str = "LF") -> BulkExtractResult:
         started = time.monotonic()
         job = await self.submit(soql, all_rows=all_rows, column_delimiter=column_delimiter, line_ending=line_ending)
-        try:
-            job = await self.wait(job, poll_interval=poll_interval, timeout=timeout)
-        except BaseException as exc:
-            if not isinstance(exc, (SalesforceBulkTimeout, SalesforceBulkJobError)):
-                await self.abort_quietly(job.id, job.api_version)
-            raise
+        job = await self.wait(job, poll_interval=poll_interval, timeout=timeout)
         return await self.download(job, sink, max_records=max_records, deadline=started + timeout)

@@ -100,15 +100,8 @@ class BulkMethods:
         import time
         from dataclasses import replace
 
-        from sf_oauth_provider.client.errors import SalesforceBulkJobError, SalesforceBulkTimeout
-
         started = time.monotonic()
-        try:
-            job = bulk.wait(job, poll_interval=poll_interval, timeout=timeout)
-        except BaseException as exc:  # a kill (SIGTERM), a cancel, an error: the job must not run on
-            if not isinstance(exc, (SalesforceBulkTimeout, SalesforceBulkJobError)):
-                bulk.abort_quietly(job.id, job.api_version)
-            raise
+        job = bulk.wait(job, poll_interval=poll_interval, timeout=timeout)  # aborts a job it leaves running
         with folder.open_atomic(name) as sink:
             result = bulk.download(job, sink, max_records=max_records, deadline=started + timeout)
         return replace(result, location=folder.location_of(name))
