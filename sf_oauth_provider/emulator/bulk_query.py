@@ -148,8 +148,9 @@ class QueryJob:
 
     def info(self, now: float, kind: str = "get") -> dict[str, Any]:
         """The job info body as ``create`` answers it, as one ``list`` record, or as ``get``
-        answers it (with the processing figures)."""
-        state = self.state(now)
+        answers it (with the processing figures). Creation always answers ``UploadComplete``, as
+        Salesforce does, even when the job is already done on the org clock (no processing delay)."""
+        state = "UploadComplete" if kind == "create" else self.state(now)
         body: dict[str, Any] = {
             "id": self.id,
             "operation": self.operation,

@@ -18,6 +18,13 @@ FAST = RetryPolicy(attempts=3, initial_backoff=0.01, max_backoff=0.05, max_total
 SOQL = "SELECT Id, Name, Amount, StageName, CloseDate, Account.Name FROM Opportunity ORDER BY Id"
 
 
+
+@pytest.fixture(autouse=True)
+def _jobs_finish_at_once(emulator):
+    """Jobs complete on the org clock with no processing delay: no test waits on Salesforce's work
+    unless it sets a delay itself (and then the wall-clock client timeout is what is tested)."""
+    emulator.org.settings.bulk_query_delay = 0.0
+
 def hook(conn_id: str = "salesforce_oauth_default") -> SalesforceOAuthHook:
     return SalesforceOAuthHook(conn_id, retry=FAST)
 

@@ -24,6 +24,13 @@ ROOT = Path(__file__).resolve().parents[2]
 SOQL = "SELECT Id, Name, Account.Name FROM Opportunity"
 
 
+
+@pytest.fixture(autouse=True)
+def _jobs_finish_at_once(emulator):
+    """Jobs complete on the org clock with no processing delay: no test waits on Salesforce's work
+    unless it sets a delay itself (and then the wall-clock client timeout is what is tested)."""
+    emulator.org.settings.bulk_query_delay = 0.0
+
 def op(tmp_path: Path, **kwargs: Any) -> SalesforceBulkQueryOperator:
     kwargs.setdefault("soql", SOQL)
     kwargs.setdefault("destination", str(tmp_path / "out" / "opps.csv"))
